@@ -64,7 +64,33 @@ def test_reber_smoke(tmp_path):
     for key in ("test_all_correct", "train_all_correct", "test_outer_acc"):
         v = np.asarray(r[key])
         assert v.shape == (2,) and ((0 <= v) & (v <= 1)).all()
+    assert set(res["results"]) == {"lstm", "elman-one-step"}
     _files(tmp_path, "reber.png")
+
+
+def test_reber_one_step_gradient():
+    """Elman's procedure: same outputs as the cell, but no gradient reaches an earlier step."""
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax as rj
+
+    cell = rj.elman(3, 5)
+    one_step = reber.one_step_gradient(cell)
+    params = cell.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (4, 3))
+
+    def last_output(step, xs):
+        return rj.scan(step, params, cell.initial_carry(), xs)[1][-1].sum()
+
+    np.testing.assert_allclose(last_output(one_step.step, xs), last_output(cell.step, xs), rtol=1e-6)
+    g_full = jax.grad(lambda xs: last_output(cell.step, xs))(xs)
+    g_one = jax.grad(lambda xs: last_output(one_step.step, xs))(xs)
+    assert jnp.all(jnp.abs(g_full[:-1]) > 0)  # full BPTT: every input step matters
+    np.testing.assert_array_equal(g_one[:-1], 0.0)  # one-step: only the last input
+    np.testing.assert_allclose(g_one[-1], g_full[-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="gradient: expected one of"):
+        reber.make_model("elman", 4, "truncated")
 
 
 @slow
