@@ -66,7 +66,7 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
     body = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
-    line = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths)) + " |"
+    line = lambda r: "| " + " | ".join(s.ljust(w) for s, w in zip(r, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
 

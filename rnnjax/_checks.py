@@ -45,6 +45,12 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def steps_mask(lengths: Any, num_steps: int):
+    """``[T, *batch]`` bool, True at ``t < lengths``; ``lengths`` already validated (may be traced)."""
+    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * jnp.ndim(lengths))
+    return t < lengths
+
+
 def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str = "lengths"):
     """Validate ``lengths: [*batch]`` of integers in ``[0, T]``; returns it as a jax array.
 

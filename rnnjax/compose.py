@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._checks import check_array, check_float, check_lengths
+from rnnjax._checks import check_array, check_float, check_lengths, steps_mask
 from rnnjax.cells import Cell, glorot_uniform
 from rnnjax.scan import flip_sequences, scan
 
@@ -174,23 +174,10 @@ def _is_namedtuple(x: Any) -> bool:
 # ----------------------------------------------------------------------------- helpers
 
 
-def time_mask(lengths: Array, num_steps: int) -> Array:
-    """``[T, *batch]`` bool: True at valid positions ``t < lengths``.
-
-    >>> time_mask(jnp.array([3, 1]), 4).astype(int)
-    Array([[1, 1],
-           [1, 0],
-           [1, 0],
-           [0, 0]], dtype=int32)
-    """
-    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * jnp.ndim(lengths))
-    return t < lengths
-
-
 def _zero_padding(ys: Array, lengths: Array | None) -> Array:
     if lengths is None:
         return ys
-    mask = time_mask(lengths, ys.shape[0])
+    mask = steps_mask(lengths, ys.shape[0])
     mask = mask.reshape(mask.shape + (1,) * (ys.ndim - mask.ndim))
     return jnp.where(mask, ys, jnp.zeros((), ys.dtype))
 
@@ -618,7 +605,7 @@ def pool_mean(ys: Array, lengths: Array | None = None) -> Array:
     lengths = _pool_args(ys, lengths)
     if lengths is None:
         return ys.mean(axis=0)
-    mask = time_mask(lengths, ys.shape[0])
+    mask = steps_mask(lengths, ys.shape[0])
     mask = mask.reshape(mask.shape + (1,) * (ys.ndim - mask.ndim))
     total = jnp.where(mask, ys, jnp.zeros((), ys.dtype)).sum(axis=0)
     count = jnp.maximum(lengths, 1).astype(ys.dtype)
@@ -637,7 +624,7 @@ def pool_max(ys: Array, lengths: Array | None = None) -> Array:
     lengths = _pool_args(ys, lengths)
     if lengths is None:
         return ys.max(axis=0)
-    mask = time_mask(lengths, ys.shape[0])
+    mask = steps_mask(lengths, ys.shape[0])
     mask = mask.reshape(mask.shape + (1,) * (ys.ndim - mask.ndim))
     best = jnp.where(mask, ys, jnp.array(-jnp.inf, ys.dtype)).max(axis=0)
     nonempty = (lengths > 0).reshape(lengths.shape + (1,) * (best.ndim - lengths.ndim))
@@ -788,6 +775,5 @@ __all__ = [
     "repeat_vector",
     "rnn",
     "stack",
-    "time_mask",
     "with_hidden",
 ]

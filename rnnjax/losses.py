@@ -19,7 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax._checks import check_array, check_float, check_lengths, is_concrete, shape_str
+from rnnjax._checks import (
+    check_array,
+    check_float,
+    check_lengths,
+    is_concrete,
+    shape_str,
+    steps_mask,
+)
 
 Array = jax.Array
 
@@ -41,8 +48,7 @@ def mask_from_lengths(lengths: Array, num_steps: int) -> Array:
         lengths = np.asarray(lengths)
     check_array("lengths", lengths)
     lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps))
-    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * lengths.ndim)
-    return t < lengths
+    return steps_mask(lengths, int(num_steps))
 
 
 def _resolve_mask(lengths, mask, time_shape: tuple, what: str) -> Array | None:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._checks import check_float, check_lengths, check_shape, shape_str
+from rnnjax._checks import check_float, check_lengths, check_shape, shape_str, steps_mask
 from rnnjax._parallel_deer import (
     DeerInfo,
     FlatCarry,
@@ -384,8 +384,7 @@ def min_rnn_parallel(
     if lengths is None:
         last, ys = hs[-1], hs
     else:
-        t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch))
-        ys = jnp.where((t < lengths)[..., None], hs, 0)
+        ys = jnp.where(steps_mask(lengths, num_steps)[..., None], hs, 0)
         idx = jnp.maximum(lengths - 1, 0)[None, ..., None]  # [1, *batch, 1]
         last = jnp.take_along_axis(hs, jnp.broadcast_to(idx, (1,) + hs.shape[1:]), axis=0)[0]
         last = jnp.where((lengths > 0)[..., None], last, carry)
@@ -509,8 +508,7 @@ def deer_scan(
     if lengths is None:
         valid = jnp.ones(xs.shape[:-1], bool)
     else:
-        t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch))
-        valid = jnp.broadcast_to(t < lengths, xs.shape[:-1])  # [T, *batch]
+        valid = jnp.broadcast_to(steps_mask(lengths, num_steps), xs.shape[:-1])  # [T, *batch]
     if reverse:  # padding then comes first and holds the carry, as in rnnjax.scan
         xs, valid = xs[::-1], valid[::-1]
     states, info = fixed_point(problem, params, h0, xs, valid)  # [T, *batch, D]
