@@ -1,7 +1,8 @@
 """Smoke run of the minGRU/minLSTM vs GRU/LSTM experiment (experiments/min_rnn.py).
 
-The smoke run trains minGRU only (the other cells go through the same code with
-``rj.scan``, as in the adding and char_lm smoke tests), so the file stays within seconds.
+The smoke run trains minGRU only (the other cells go through the same code with ``rj.scan``,
+as in the adding and char_lm smoke tests): 15-25 s, nearly all of it XLA compilation, so the
+two tests that read it are marked slow like the other experiments' smoke runs.
 """
 
 import json
@@ -15,6 +16,8 @@ from experiments import char_lm, min_rnn
 from experiments import memory_tasks as mt
 from experiments.text_data import python_reference_text
 
+slow = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -22,6 +25,7 @@ def run(tmp_path_factory):
     return out, min_rnn.main(["--smoke", "--cells", "min_gru", "--out", str(out)])
 
 
+@slow
 def test_smoke_learns_both_tasks_in_parallel_mode(run):
     out, r = run
     a = r["adding"]["results"]["min_gru"]["10"]
@@ -39,6 +43,7 @@ def test_smoke_learns_both_tasks_in_parallel_mode(run):
     assert c["step_ms"] > 0 and c["skipped_steps"] == 0
 
 
+@slow
 def test_results_file_and_plots(run):
     out, r = run
     saved = json.loads((out / "results.json").read_text())
