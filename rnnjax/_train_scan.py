@@ -13,7 +13,6 @@ import numpy as np
 from jax import lax
 
 from rnnjax._checks import check_array, check_lengths, shape_str
-from rnnjax.cells import split_step
 from rnnjax.scan import _check_xs, scan
 
 Array = jax.Array
@@ -106,37 +105,33 @@ def truncated_scan(
     # rnnjax.scan checks the step against carry and xs (shapes, dtypes) without running it.
     jax.eval_shape(partial(scan, step), params, carry, xs[:1])
 
-    split = split_step(step)
-    if split is not None:
-        project, recur, _ = split
-        xs = project(params, xs)  # [T, *batch, G*H], one matmul for all steps
-        body = partial(recur, params)
-    else:
-        body = partial(step, params)
-
     if resets is None:
-        def cell_step(c, x):
-            return body(c, x)
+        # Each chunk is an rnnjax.scan, so built-in cells take their fused kernels.
+        def run(c, chunk_xs):
+            return scan(step, params, c, chunk_xs)
         inputs = xs
     else:
         def cell_step(c, inp):
             x, r = inp
             zeros = jax.tree_util.tree_map(jnp.zeros_like, c)
-            return body(_broadcast_where(r, zeros, c), x)
+            return step(params, _broadcast_where(r, zeros, c), x)
+
+        def run(c, chunk_inputs):
+            return lax.scan(cell_step, c, chunk_inputs)
         inputs = (xs, jnp.asarray(resets))
 
     k = num_steps if truncate is None else min(int(truncate), num_steps)
     num_chunks, rest = divmod(num_steps, k)
     if num_chunks == 1 and rest == 0:
-        return lax.scan(cell_step, carry, inputs)
+        return run(carry, inputs)
 
     def chunk(c, chunk_inputs):
-        return lax.scan(cell_step, lax.stop_gradient(c), chunk_inputs)
+        return run(lax.stop_gradient(c), chunk_inputs)
 
     head = jax.tree_util.tree_map(lambda a: a[: num_chunks * k].reshape((num_chunks, k) + a.shape[1:]), inputs)
     # The first chunk takes the initial carry with its gradient; later ones through stop_gradient.
     first = jax.tree_util.tree_map(lambda a: a[0], head)
-    carry, ys_first = lax.scan(cell_step, carry, first)
+    carry, ys_first = run(carry, first)
     pieces = [jax.tree_util.tree_map(lambda a: a[None], ys_first)]
     if num_chunks > 1:
         later = jax.tree_util.tree_map(lambda a: a[1:], head)
