@@ -351,7 +351,8 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
     return _gru_reset_before_recur(params, h, _gru_project(params, x))
 
 
-# step function -> (project(params, x), recur(params, carry, xw)); scan hoists `project`.
+# step function -> (project(params, x), recur(params, carry, xw), gates): identifies the built-in
+# steps (rnnjax.scan checks their inputs against the params with it).
 SPLIT_STEPS: dict[Callable, tuple[Callable, Callable, int]] = {
     elman_step: (_elman_project, _elman_recur, 1),
     lstm_step: (_lstm_project, _lstm_recur, 4),
