@@ -58,15 +58,20 @@ def _prepare(step, params, carry, xs, lengths):
     return batch, lengths
 
 
-def _perturbed_scan(step, params, carry, xs, eps, lengths):
+def _perturbed_scan(step, params, carry, xs, eps, lengths, truncate=None):
     """Scan with ``eps[t]`` added to the carry entering step ``t`` (valid steps only).
 
-    Padding is handled as in ``rnnjax.scan`` (carry held, outputs zero).
+    Padding is handled as in ``rnnjax.scan`` (carry held, outputs zero). With ``truncate=k`` the
+    carry entering steps k, 2k, ... passes through ``stop_gradient`` (before ``eps`` is added),
+    as in ``rnnjax.truncated_scan``.
     """
     num_steps, nb = xs.shape[0], xs.ndim - 2
 
     def body(c, inp):
         x, e, t = inp
+        if truncate is not None:
+            cut = (t % truncate == 0) & (t > 0)
+            c = jax.tree_util.tree_map(lambda a: jnp.where(cut, lax.stop_gradient(a), a), c)
         if lengths is None:
             return step(params, jax.tree_util.tree_map(jnp.add, c, e), x)
         valid = t < lengths  # [*batch]
@@ -104,6 +109,7 @@ def gradient_flow(
     loss_fn: Callable[[Any, Any], Array],
     *,
     lengths: Array | None = None,
+    truncate: int | None = None,
 ) -> Array:
     """``‖∂L/∂h_{t-1}‖`` for every time step ``t`` and sequence ``b``: ``[T, *batch]``.
 
@@ -116,6 +122,9 @@ def gradient_flow(
       step: ``step(params, carry, x) -> (carry, y)``, any cell.
       params, carry, xs, lengths: as for ``rnnjax.scan``; carry leaves ``[*batch, ...]``.
       loss_fn: ``loss_fn(ys, final_carry) -> scalar``.
+      truncate: None (full backpropagation through time) or ``k >= 1``: the gradient as
+        ``rnnjax.truncated_scan(..., truncate=k)`` computes it, cut before steps k, 2k, ...; the
+        norm entering a chunk's first step then counts only the loss terms of that chunk.
 
     >>> cell = elman(input_size=2, hidden_size=8)
     >>> params = cell.init(jax.random.key(0))
@@ -126,10 +135,14 @@ def gradient_flow(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a function loss_fn(ys, final_carry), got {type(loss_fn).__name__}")
+    if truncate is not None and (
+        not isinstance(truncate, (int, np.integer)) or isinstance(truncate, bool) or truncate < 1
+    ):
+        raise ValueError(f"truncate: expected None or an int >= 1, got {truncate!r}")
     batch, lengths = _prepare(step, params, carry, xs, lengths)
 
     def objective(eps):
-        final, ys = _perturbed_scan(step, params, carry, xs, eps, lengths)
+        final, ys = _perturbed_scan(step, params, carry, xs, eps, lengths, truncate)
         loss = loss_fn(ys, final)
         if jnp.shape(loss) != ():
             raise TypeError(f"loss_fn: expected a scalar loss, got shape {jnp.shape(loss)}")

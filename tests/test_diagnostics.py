@@ -54,6 +54,32 @@ def test_gradient_flow_of_a_loss_on_every_output(linear):
         np.testing.assert_allclose(np.asarray(got[t]), np.full(B, np.linalg.norm(g)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_truncated_gradient_flow_sums_only_the_chunk(linear, k):
+    """With truncate=k, ∂L/∂h_{t-1} = Σ_{s>=t, s in t's chunk} c_s (W^(s-t+1))ᵀ."""
+    params, xs, carry = linear
+    cs = np.asarray(jax.random.normal(jax.random.key(1), (T, H)))
+    got = rj.gradient_flow(linear_step, params, carry, xs, lambda ys, h: jnp.sum(ys * cs[:, None, :]), truncate=k)
+    for t in range(T):
+        end = (t // k + 1) * k  # the chunk of step t is [t // k * k, end)
+        g = sum(mpow(params["w"], s - t + 1) @ cs[s] for s in range(t, min(end, T)))
+        np.testing.assert_allclose(np.asarray(got[t]), np.full(B, np.linalg.norm(g)), rtol=1e-5)
+
+
+def test_truncated_gradient_flow_matches_truncated_scan(linear):
+    """The norm entering the first step equals ‖∂L/∂carry‖ through rj.truncated_scan; a cut
+    leaves the first chunk's gradient only."""
+    params, xs, carry = linear
+    loss = lambda ys: jnp.sum(jnp.sin(ys))
+    flow = rj.gradient_flow(linear_step, params, carry, xs, lambda ys, h: loss(ys), truncate=3)
+    g = jax.grad(lambda c: loss(rj.truncated_scan(linear_step, params, c, xs, truncate=3)[1]))(carry)
+    np.testing.assert_allclose(np.asarray(flow[0]), np.linalg.norm(np.asarray(g), axis=-1), rtol=1e-5)
+    full = rj.gradient_flow(linear_step, params, carry, xs, lambda ys, h: loss(ys))
+    assert np.all(np.asarray(full[0]) != np.asarray(flow[0]))
+    with pytest.raises(ValueError, match="truncate: expected None or an int >= 1, got 0"):
+        rj.gradient_flow(linear_step, params, carry, xs, lambda ys, h: loss(ys), truncate=0)
+
+
 @pytest.mark.parametrize("scale, trend", [(0.5, "vanishing"), (1.5, "exploding")])
 def test_state_jacobian_norms_are_frobenius_norms_of_W_powers(linear, scale, trend):
     params, xs, carry = linear
