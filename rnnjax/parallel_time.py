@@ -13,7 +13,7 @@ Two tools:
 
 Both return what ``rnnjax.scan`` returns for the same step, with the same ``lengths`` and
 ``reverse`` semantics. Whether they are faster depends on the hardware: see the benchmark
-notes (``benchmarks/PARALLEL_TIME.md``).
+section "Parallel-in-time evaluation" in ``BENCHMARKS.md``.
 """
 
 from __future__ import annotations
