@@ -87,22 +87,6 @@ SMOKE_CHARS = 12_000
 # ----------------------------------------------------------------------------- layers
 
 
-def parallel_layer(cell: rj.Cell) -> rj.SeqModel:
-    """A min cell over whole sequences with ``rnnjax.min_rnn_parallel``: a drop-in for ``rj.rnn(cell)``.
-
-    Same params, carry and results as ``rj.rnn(cell)`` (``rnnjax.scan``), with depth O(log T).
-    """
-    if cell.step not in (rj.min_gru_step, rj.min_lstm_step):
-        raise ValueError(f"cell: expected a rnnjax.min_gru or min_lstm cell, got step {cell.step!r}")
-
-    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
-        if carry is None:
-            carry = cell.initial_carry(tuple(xs.shape[1:-1]))
-        return rj.min_rnn_parallel(cell.step, params, carry, xs, lengths=lengths)
-
-    return rj.SeqModel(cell.init, apply)
-
-
 def make_cells(name: str, input_size: int, hidden: int, layers: int) -> list[rj.Cell]:
     if name not in CELLS:
         raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {name!r}")
@@ -111,9 +95,7 @@ def make_cells(name: str, input_size: int, hidden: int, layers: int) -> list[rj.
 
 def make_deep(name: str, cells: list[rj.Cell], parallel: bool = True) -> rj.SeqModel:
     """``rj.deep`` over the layers; min cells run with ``min_rnn_parallel`` unless ``parallel=False``."""
-    if name in MIN_CELLS and parallel:
-        return rj.deep(*[parallel_layer(c) for c in cells])
-    return rj.deep(*cells)
+    return rj.deep(*[rj.rnn(c, parallel=parallel and name in MIN_CELLS) for c in cells])
 
 
 def count_params(params) -> int:

@@ -43,6 +43,7 @@ import numpy as np
 
 from rnnjax._checks import check_array, check_float, check_lengths, steps_mask
 from rnnjax.cells import Cell, glorot_uniform
+from rnnjax.parallel_time import min_gru_step, min_lstm_step, min_rnn_parallel
 from rnnjax.scan import flip_sequences, scan
 
 Array = jax.Array
@@ -281,7 +282,7 @@ def _hidden_masks(carry: Any, key: Array, rate: float) -> Any:
 # ------------------------------------------------------------------------ one layer, stack
 
 
-def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0) -> SeqModel:
+def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, parallel: bool = False) -> SeqModel:
     """One recurrent layer over the whole sequence: ``rnnjax.scan`` of ``cell.step`` as a SeqModel.
 
     Args:
@@ -293,6 +294,9 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0) ->
         and used at every time step; the mask multiplies the carry's hidden state (the carry
         itself when it is an array, its ``h`` field for ``LSTMState``, every layer's for a
         ``stack``) only where the step reads it, so the returned carry is never masked.
+      parallel: run a ``min_gru`` / ``min_lstm`` cell with ``rnnjax.min_rnn_parallel`` (an
+        associative scan, depth O(log T)) instead of ``rnnjax.scan``: same params, carry and
+        results. Only for those two cells, and without ``recurrent_dropout``.
 
     Returns:
       ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)``
@@ -307,12 +311,23 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0) ->
         raise TypeError(f"cell: expected a rnnjax.Cell, got {type(cell).__name__}")
     _check_bool("reverse", reverse)
     rate = _check_rate("recurrent_dropout", recurrent_dropout)
+    _check_bool("parallel", parallel)
+    if parallel:
+        if cell.step not in (min_gru_step, min_lstm_step):
+            raise ValueError(
+                "parallel: expected a rnnjax.min_gru or rnnjax.min_lstm cell (the recurrences that "
+                f"are affine in the state), got a cell with step {getattr(cell.step, '__name__', cell.step)!r}"
+            )
+        if rate > 0.0:
+            raise ValueError(f"recurrent_dropout: not supported with parallel=True, got {recurrent_dropout!r}")
 
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
         _check_seq(xs)
         _check_bool("train", train)
         if carry is None:
             carry = cell.initial_carry(tuple(xs.shape[1:-1]))
+        if parallel:
+            return min_rnn_parallel(cell.step, params, carry, xs, lengths=lengths, reverse=reverse)
         step = cell.step
         if train and rate > 0.0:
             _need_key(key, f"recurrent_dropout={rate}")

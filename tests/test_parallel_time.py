@@ -234,6 +234,40 @@ def test_min_cells_compose_deep_bidirectional_decoding(key):
     _assert_trees_close(parallel(), sequential(), 1e-6)
 
 
+def test_rnn_parallel_layers_equal_the_sequential_layers(key):
+    """rj.rnn(cell, parallel=True) in rj.deep and rj.bidirectional: values and gradients equal
+    the same models built from rj.rnn(cell) (rnnjax.scan of the step)."""
+    cells = (rj.min_gru(IN, H), rj.min_lstm(H, H))
+    xs, lengths = _inputs(key, 8), jnp.array([8, 5])
+
+    def models(parallel):
+        deep = rj.deep(*(rj.rnn(c, parallel=parallel) for c in cells))
+        bi = rj.bidirectional(rj.rnn(cells[0], parallel=parallel),
+                              rj.rnn(cells[0], reverse=True, parallel=parallel))
+        return deep, bi
+
+    (deep_p, bi_p), (deep_s, bi_s) = models(True), models(False)
+    params = (deep_s.init(key), bi_s.init(jax.random.fold_in(key, 1)))
+
+    def run(deep, bi):
+        def loss(params):
+            d = deep.apply(params[0], xs, lengths=lengths)
+            b = bi.apply(params[1], xs, lengths=lengths)
+            return jnp.sum(jnp.sin(d[1])) + jnp.sum(jnp.cos(b[1])), (d, b)
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    _assert_trees_close(run(deep_p, bi_p), run(deep_s, bi_s), 1e-5)
+
+
+def test_rnn_parallel_argument_errors():
+    with pytest.raises(ValueError, match="parallel: expected a rnnjax.min_gru or rnnjax.min_lstm cell"):
+        rj.rnn(rj.gru(IN, H), parallel=True)
+    with pytest.raises(ValueError, match="recurrent_dropout: not supported with parallel=True"):
+        rj.rnn(rj.min_gru(IN, H), parallel=True, recurrent_dropout=0.1)
+    with pytest.raises(TypeError, match="parallel"):
+        rj.rnn(rj.min_gru(IN, H), parallel="yes")
+
+
 def test_min_parallel_vmap_equals_batch(key):
     cell = rj.min_gru(IN, H)
     params, xs, h0 = cell.init(key), _inputs(key, 6), _random_carry(cell, key)
