@@ -186,3 +186,18 @@ def test_dispatch_picks_fused_kernels_for_built_in_cells_only(key):
     lstm = rj.lstm(I, H)
     other = OtherParams(*jax.eval_shape(lstm.init, key))
     assert _fused.fused_kind(rj.lstm_step, other, lstm.initial_carry((B,))) is None
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_stacked_lstm_forward_equals_step_loop(key, monkeypatch, reverse):
+    """Large forward-only LSTM runs use one stacked gate product (here forced at any size):
+    same values as the loop; a gradient still takes the per-gate forward, and is right too."""
+    monkeypatch.setattr(_fused, "STACKED_MIN_MACS", 0)
+    assert _fused._stacked(B, I, H, save=False) and not _fused._stacked(B, I, H, save=True)
+    step, params, carry, xs = setup("lstm", key)
+    lengths = jnp.asarray(LENGTHS)
+    fused = jax.jit(lambda p, c, x: rj.scan(step, p, c, x, lengths=lengths, reverse=reverse))
+    loop = jax.jit(lambda p, c, x: step_loop(step, p, c, x, lengths, reverse))
+    assert_trees_close(fused(params, carry, xs), loop(params, carry, xs), atol=1e-6)
+    assert_trees_close(value_and_grads(fused, params, carry, xs), value_and_grads(loop, params, carry, xs),
+                       atol=1e-5)
