@@ -104,30 +104,9 @@ def train(name: str, cell: rj.Cell, num_steps: int, cfg: dict, seed: int, out=No
 
 def plot(results: dict, cfg: dict, path) -> None:
     """Test MSE against training step, one panel per T, mean over seeds with the min–max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lengths = cfg["lengths"]
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.6), squeeze=False,
-                             sharey=True, layout="constrained")
-    for ax, T in zip(axes[0], lengths, strict=True):
-        for i, cell in enumerate(cfg["cells"]):
-            r = results[cell][str(T)]
-            steps, mse = np.asarray(r["curve"]["step"]), np.asarray(r["curve"]["mse"])
-            ax.plot(steps, mse.mean(1), color=f"C{i}", label=cell)
-            ax.fill_between(steps, mse.min(1), mse.max(1), color=f"C{i}", alpha=0.15, linewidth=0)
-        ax.axhline(mt.ADDING_BASELINE, color="k", ls="--", lw=0.8, label="predict 1 (1/6)")
-        ax.axhline(SUCCESS_MSE, color="k", ls=":", lw=0.8, label="success (0.01)")
-        ax.set_yscale("log")
-        ax.set_title(f"adding problem, T = {T}")
-        ax.set_xlabel("training step")
-        ax.grid(True, alpha=0.3)
-    axes[0, 0].set_ylabel("test MSE")
-    axes[0, -1].legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.plot_length_panels(results, cfg["cells"], cfg["lengths"], "mse", path, task="adding problem",
+                              ylabel="test MSE", lines=[(mt.ADDING_BASELINE, "--", "predict 1 (1/6)"),
+                                                        (SUCCESS_MSE, ":", "success (0.01)")])
 
 
 def main(argv=None) -> dict:
@@ -154,8 +133,7 @@ def main(argv=None) -> dict:
     summary = {"config": cfg, "seed": args.seed, "baseline_mse": mt.ADDING_BASELINE,
                "success_mse": SUCCESS_MSE, "results": results, "table": {"headers": headers, "rows": rows},
                "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'adding_curves.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "adding_curves.png")
     return summary
 
 

@@ -29,16 +29,12 @@ from typing import NamedTuple
 if __package__ in (None, ""):  # run as a script: make the `experiments` package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
+import rnnjax as rj
+from experiments import common
 
 # ----------------------------------------------------------------------------- data
 
@@ -57,12 +53,7 @@ def encode_caption(name: str) -> np.ndarray:
 
 def decode_caption(ids) -> str:
     """Ids → string, stopping at the first ``<eos>``."""
-    out = []
-    for i in np.asarray(ids).tolist():
-        if i == EOS:
-            break
-        out.append(CHARS[i])
-    return "".join(out)
+    return common.decode_until(ids, CHARS, EOS)
 
 
 def make_data(seed: int, num_test: int = 500) -> dict:
@@ -204,26 +195,22 @@ def plot_grid(split: dict, captions: list[str], path: pathlib.Path, rows: int = 
     """The first held-out images, with the last row given to mistakes (if there are any)."""
     wrong = [n for n, c in enumerate(captions) if c != NAMES[split["digits"][n]]][:cols]
     shown = [n for n in range(len(captions)) if n not in wrong][: rows * cols - len(wrong)] + wrong
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.55 * rows))
+    fig, axes = common.subplots(rows, cols, figsize=(1.3 * cols, 1.55 * rows))
     for n, ax in zip(shown, axes.flat, strict=True):
         ax.imshow(split["images"][n].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
         right = captions[n] == NAMES[split["digits"][n]]
         ax.set_title(captions[n] or "(empty)", fontsize=9, color="black" if right else "red")
         ax.axis("off")
     fig.suptitle("held-out digits and their generated captions (red: wrong)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else CONFIG)
-    if args.steps is not None:
-        cfg["steps"] = args.steps
-    out = run_dir("captions", args.out)
+    cfg = common.pick_config(args, CONFIG, SMOKE)
+    out = common.run_dir("captions", args.out)
     data = make_data(args.seed)
     fns = make_model(cfg)
     params, log = train(cfg, data, args.seed, out, fns)
@@ -232,13 +219,13 @@ def main(argv=None) -> dict:
     baseline = pixel_classifier_accuracy(data, args.seed)
     results = {"config": cfg, "seed": args.seed, **log, "test": test,
                "train_word_accuracy": train_eval["word_accuracy"], "logistic_regression_accuracy": baseline}
-    print_table([["GRU captioner (word accuracy)", log["params"], train_eval["word_accuracy"],
-                  test["word_accuracy"], test["valid_names"]],
-                 ["logistic regression (class accuracy)", 65 * 10, "", baseline, ""]],
-                ["model", "params", "train", f"test ({len(data['test']['digits'])} images)",
-                 "valid names"], title="Digit captioning")
+    common.print_table([["GRU captioner (word accuracy)", log["params"], train_eval["word_accuracy"],
+                         test["word_accuracy"], test["valid_names"]],
+                        ["logistic regression (class accuracy)", 65 * 10, "", baseline, ""]],
+                       ["model", "params", "train", f"test ({len(data['test']['digits'])} images)",
+                        "valid names"], title="Digit captioning")
     plot_grid(data["test"], test["captions"], out / "captions.png")
-    write_results(out, results)
+    common.write_results(out, results)
     return results
 
 

@@ -44,18 +44,14 @@ if __package__ in (None, ""):  # run as a script: make the `experiments` package
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+import optax
+import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import tqdm  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
-from experiments.ngram import KneserNey, Unigram, bits_per_token  # noqa: E402
-from experiments.text_data import CharVocab, python_reference_text, read_text, text_digest  # noqa: E402
+import rnnjax as rj
+from experiments import common
+from experiments.ngram import KneserNey, Unigram, bits_per_token
+from experiments.text_data import CharVocab, python_reference_text, read_text, text_digest
 
 NAME = "char_lm"
 CELLS = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman, "peephole": rj.peephole_lstm, "cifg": rj.cifg_lstm}
@@ -212,8 +208,8 @@ def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_ch
     top = [(vocab.chars[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
     for t, s in samples.items():
         print(f"\n--- sample, temperature {t} ---\n{s}")
-    print_table([[repr(c), f"{p:.3f}"] for c, p in top], ["next char", "probability"],
-                title=f"Top-5 next characters after {prompt!r}")
+    common.print_table([[repr(c), f"{p:.3f}"] for c, p in top], ["next char", "probability"],
+                       title=f"Top-5 next characters after {prompt!r}")
     return samples, top
 
 
@@ -244,7 +240,7 @@ def restore_params(out: pathlib.Path, init, optimizer, carry):
 
 
 def parse_args(argv):
-    p = base_parser(__doc__.splitlines()[0])
+    p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--text", type=pathlib.Path, default=None, help="train on this UTF-8 file instead")
     p.add_argument("--cell", choices=sorted(CELLS), default=None)
     for name in ("layers", "embed", "hidden", "batch", "bptt", "steps", "eval_every", "eval_streams", "ckpt_every"):
@@ -256,18 +252,12 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
     p.add_argument("--sample-only", action="store_true", help="sample from the saved checkpoint; no training")
     args = p.parse_args(argv)
-    cfg = dict(DEFAULTS, **(SMOKE if args.smoke else {}))
-    for k in cfg:
-        if getattr(args, k, None) is not None:
-            cfg[k] = getattr(args, k)
-    for k, v in cfg.items():
-        setattr(args, k, v)
-    return args
+    return common.fill_defaults(args, DEFAULTS, SMOKE)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = run_dir(NAME, args.out)
+    out = common.run_dir(NAME, args.out)
     cfg_keys = ["cell", "layers", "embed", "hidden", "batch", "bptt", "steps", "lr", "dropout", "clip"]
     if args.sample_only:
         return sample_only(args, out)
@@ -336,8 +326,8 @@ def main(argv=None) -> dict:
     label = f"{args.layers}x{args.hidden} {args.cell}, {int(state.step)} steps"
     rows = [[name, bpc, "yes" if val_bpc < bpc else "no"] for name, bpc in base.items()]
     rows.append([label, val_bpc, ""])
-    print_table(rows, ["model", "validation bpc", f"beaten by the {args.cell}"],
-                title=f"Validation bits per character ({len(val):,} held-out characters)")
+    common.print_table(rows, ["model", "validation bpc", f"beaten by the {args.cell}"],
+                       title=f"Validation bits per character ({len(val):,} held-out characters)")
     sample, next_probs = make_sampler(lm, model)
     samples, top5 = show_samples(vocab, state.params, sample, next_probs, args.prompt, args.sample_chars, args.seed)
 
@@ -352,7 +342,7 @@ def main(argv=None) -> dict:
         "history": history, "samples": samples, "prompt": args.prompt, "top5": top5,
     }
     plot(history, base, out / "char_lm.png", title=f"{args.layers}x{args.hidden} {args.cell}")
-    write_results(out, results)
+    common.write_results(out, results)
     print(f"\nwrote {out / 'results.json'}, {out / 'char_lm.png'} and the checkpoint in {out}")
     return results
 
@@ -373,7 +363,7 @@ def sample_only(args, out: pathlib.Path) -> dict:
 
 
 def plot(history, base, path, title):
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = common.subplots(figsize=(7, 4))
     steps = np.asarray(history["step"])
     bits = np.asarray(history["train_bits"])
     if len(bits) >= 10:
@@ -389,9 +379,7 @@ def plot(history, base, path, title):
     ax.set_title(f"Next-character model: {title}")
     ax.set_ylim(top=min(max(base.values()) + 0.5, ax.get_ylim()[1]))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 if __name__ == "__main__":

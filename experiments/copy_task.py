@@ -93,29 +93,9 @@ def train(cell_name: str, num_blanks: int, cfg: dict, seed: int, out=None) -> di
 
 
 def plot(results: dict, cfg: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lengths = cfg["lengths"]
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.6), squeeze=False,
-                             sharey=True, layout="constrained")
-    for ax, T in zip(axes[0], lengths, strict=True):
-        for i, cell in enumerate(cfg["cells"]):
-            r = results[cell][str(T)]
-            steps, rel = np.asarray(r["curve"]["step"]), np.asarray(r["curve"]["relative_ce"])
-            ax.plot(steps, rel.mean(1), color=f"C{i}", label=cell)
-            ax.fill_between(steps, rel.min(1), rel.max(1), color=f"C{i}", alpha=0.15, linewidth=0)
-        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="memoryless baseline")
-        ax.set_yscale("log")
-        ax.set_title(f"copy task, T = {T}")
-        ax.set_xlabel("training step")
-        ax.grid(True, alpha=0.3)
-    axes[0, 0].set_ylabel("test cross-entropy / (10 ln 8 / (T+20))")
-    axes[0, -1].legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.plot_length_panels(results, cfg["cells"], cfg["lengths"], "relative_ce", path, task="copy task",
+                              ylabel="test cross-entropy / (10 ln 8 / (T+20))",
+                              lines=[(1.0, "--", "memoryless baseline")])
 
 
 def main(argv=None) -> dict:
@@ -141,8 +121,7 @@ def main(argv=None) -> dict:
     summary = {"config": cfg, "seed": args.seed,
                "baseline_ce": {str(T): mt.copy_baseline(T) for T in cfg["lengths"]},
                "results": results, "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'copy_curves.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "copy_curves.png")
     return summary
 
 

@@ -34,16 +34,12 @@ from functools import partial
 if __package__ in (None, ""):  # run as a script: make the `experiments` package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
+import rnnjax as rj
+from experiments import common
 
 # ----------------------------------------------------------------------------- data
 
@@ -126,12 +122,7 @@ def encode_tgt(isos: list[str]) -> np.ndarray:
 
 def decode_tgt(ids) -> str:
     """Target ids → string, stopping at the first ``<eos>``."""
-    out = []
-    for i in np.asarray(ids).tolist():
-        if i == EOS:
-            break
-        out.append(TGT_VOCAB[i])
-    return "".join(out)
+    return common.decode_until(ids, TGT_VOCAB, EOS)
 
 
 def make_data(seed: int, num_train: int, num_test: int) -> dict:
@@ -271,8 +262,8 @@ def evaluate(model, params, split: dict, beam: int) -> dict:
 def plot_attention(models: dict, params: dict, split: dict, examples: list[int], path: pathlib.Path) -> None:
     """Attention weights while decoding greedily: output characters (rows) × input characters."""
     kinds = [k for k in models if k != "none"]
-    fig, axes = plt.subplots(len(kinds), len(examples), figsize=(3.3 * len(examples), 2.9 * len(kinds)),
-                             squeeze=False)
+    fig, axes = common.subplots(len(kinds), len(examples), figsize=(3.3 * len(examples), 2.9 * len(kinds)),
+                                squeeze=False)
     idx = np.array(examples)
     src, lengths = split["src"][idx].T, split["lengths"][idx]
     for row, kind in enumerate(kinds):
@@ -288,13 +279,11 @@ def plot_attention(models: dict, params: dict, split: dict, examples: list[int],
             ax.set_yticks(range(len(out)), list(out), fontsize=7)
             if col == 0:
                 ax.set_ylabel(LABELS[kind])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_curves(results: dict, path: pathlib.Path) -> None:
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, (ax1, ax2, ax3) = common.subplots(1, 3, figsize=(14, 3.8))
     for kind, r in results["models"].items():
         ax1.plot(np.convolve(r["loss"], np.ones(25) / 25, mode="valid"), label=LABELS[kind])
         ax2.plot(r["eval_step"], r["eval_greedy"], marker="o", ms=3, label=LABELS[kind])
@@ -305,20 +294,16 @@ def plot_curves(results: dict, path: pathlib.Path) -> None:
     ax3.set(xlabel="input length (characters), after training", ylabel="test exact match (greedy)",
             ylim=(0, 1.02))
     ax1.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     args = parser.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else CONFIG)
-    if args.steps is not None:
-        cfg["steps"] = args.steps
-    out = run_dir("dates", args.out)
+    cfg = common.pick_config(args, CONFIG, SMOKE)
+    out = common.run_dir("dates", args.out)
     data = make_data(args.seed, cfg["num_train"], cfg["num_test"])
     results = {"config": cfg, "seed": args.seed, "models": {}}
     models, params = {}, {}
@@ -327,21 +312,21 @@ def main(argv=None) -> dict:
         results["models"][kind] = {**log, **evaluate(models[kind], params[kind], data["test"], cfg["beam"])}
     rows = [[LABELS[kind], r["params"], r["greedy"], r["beam"], r["train_seconds"]]
             for kind, r in results["models"].items()]
-    print_table(rows, ["model", "params", "exact match, greedy", f"exact match, beam {cfg['beam']}",
-                       "train s"], title=f"Date normalisation, {cfg['num_test']} test dates unseen in training")
+    common.print_table(rows, ["model", "params", "exact match, greedy", f"exact match, beam {cfg['beam']}",
+                              "train s"], title=f"Date normalisation, {cfg['num_test']} test dates unseen in training")
     lengths = data["test"]["lengths"]
     counts = {f"{lo}-{hi}": int(np.sum((lengths >= lo) & (lengths <= hi))) for lo, hi in LENGTH_BUCKETS}
     buckets = list(next(iter(results["models"].values()))["greedy_by_length"])
-    print_table([[b, counts[b], *(r["greedy_by_length"][b] for r in results["models"].values())]
-                 for b in buckets], ["input length", "n", *(LABELS[k] for k in results["models"])],
-                title="Exact match (greedy) by input length")
+    common.print_table([[b, counts[b], *(r["greedy_by_length"][b] for r in results["models"].values())]
+                        for b in buckets], ["input length", "n", *(LABELS[k] for k in results["models"])],
+                       title="Exact match (greedy) by input length")
     formats = data["test"]["formats"]
     examples = [formats.index(f) for f in ("weekday the dth of month yyyy", "Mon d, yy", "dd.mm.yyyy",
                                            "Weekday, Month d, yyyy") if f in formats]
     if any(kind != "none" for kind in models):
         plot_attention(models, params, data["test"], examples, out / "dates_attention.png")
     plot_curves(results, out / "dates.png")
-    write_results(out, results)
+    common.write_results(out, results)
     return results
 
 

@@ -153,12 +153,7 @@ def letter_analysis(errors: np.ndarray, data: dict) -> dict:
 
 
 def plot(xor_err, xor_data, let_err, let_data, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    fig, axes = common.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     ax = axes[0]
     span = 12  # Elman's Fig. 3: RMS error over 12 consecutive steps, averaged over cycles
     valid = np.arange(xor_err.shape[1])[:, None] < xor_data["lengths"]
@@ -189,8 +184,7 @@ def plot(xor_err, xor_data, let_err, let_data, path) -> None:
     ax.set_title("Letter sequence (b→ba, d→dii, g→guuu)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -228,8 +222,7 @@ def main(argv=None) -> dict:
                "xor_train_loss": {"first": xor_result.loss[0], "last": xor_result.loss[-1]},
                "letters_train_loss": {"first": let_result.loss[0], "last": let_result.loss[-1]},
                "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'elman1990.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "elman1990.png")
     return summary
 
 

@@ -47,17 +47,14 @@ if __package__ in (None, ""):  # run as a script: make the `experiments` package
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.char_lm import fresh_run_folder  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
-from experiments.text_data import WordVocab  # noqa: E402
+import rnnjax as rj
+from experiments import common
+from experiments.char_lm import fresh_run_folder
+from experiments.text_data import WordVocab
+from experiments.word_lm import pack
 
 NAME = "embedding_geometry"
 DEFAULTS = dict(sentences=20_000, embed=32, hidden=128, batch=64, steps=1500, lr=5e-3,
@@ -92,24 +89,25 @@ PRONOUNS = {"male": "he", "female": "she"}
 HELD_OUT_FAMILIES = ("bovine", "porcine", "caprine")  # the downstream classifier never sees them in training
 
 
+def _words(table: dict, kinds: tuple[str, str]) -> list[tuple[str, str, str, str]]:
+    """``[(word, group, kind, number)]`` from ``table``'s ``group -> (forms, forms, _)``, the two
+    (singular, plural) form pairs being of ``kinds``."""
+    out = []
+    for group, (first, second, _) in table.items():
+        for kind, forms in zip(kinds, (first, second), strict=True):
+            for number, word in zip(("sg", "pl"), forms, strict=True):
+                out.append((word, group, kind, number))
+    return out
+
+
 def animals():
     """``[(word, family, domesticity, number)]`` for all 28 animal words."""
-    out = []
-    for fam, (dom, wild, _) in FAMILIES.items():
-        for kind, forms in (("domestic", dom), ("wild", wild)):
-            for number, word in zip(("sg", "pl"), forms, strict=True):
-                out.append((word, fam, kind, number))
-    return out
+    return _words(FAMILIES, ("domestic", "wild"))
 
 
 def people():
     """``[(word, role, gender, number)]`` for all 24 person words."""
-    out = []
-    for role, (male, female, _) in ROLES.items():
-        for gender, forms in (("male", male), ("female", female)):
-            for number, word in zip(("sg", "pl"), forms, strict=True):
-                out.append((word, role, gender, number))
-    return out
+    return _words(ROLES, ("male", "female"))
 
 
 def animal_sentence(rng, word, fam, kind, number):
@@ -175,16 +173,8 @@ def relations() -> dict[str, list[tuple[str, str]]]:
 
 
 def make_data(sentences, vocab: WordVocab):
-    num_steps = max(len(s) for s in sentences) + 1
-    x = np.full((num_steps, len(sentences)), vocab.PAD, np.int32)
-    y = np.full((num_steps, len(sentences)), vocab.PAD, np.int32)
-    lengths = np.zeros(len(sentences), np.int32)
-    for i, s in enumerate(sentences):
-        ids = vocab.encode(s)
-        x[0, i], x[1:len(ids) + 1, i] = vocab.START, ids
-        y[:len(ids), i], y[len(ids), i] = ids, vocab.END
-        lengths[i] = len(ids) + 1
-    return x, y, lengths
+    """``(x, y, lengths)`` as the word model packs them, padded to the longest sentence + 1."""
+    return pack(vocab, sentences, max(len(s) for s in sentences) + 1)
 
 
 def make_model(cfg, vocab_size):
@@ -338,20 +328,16 @@ def make_classifier(vocab_size: int, embed_size: int, num_steps: int, seed: int)
 
 
 def parse_args(argv):
-    p = base_parser(__doc__.splitlines()[0])
+    p = common.base_parser(__doc__.splitlines()[0])
     for name, v in DEFAULTS.items():
         p.add_argument("--" + name.replace("_", "-"), type=type(v), default=None)
     args = p.parse_args(argv)
-    cfg = dict(DEFAULTS, **(SMOKE if args.smoke else {}))
-    for k, v in cfg.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return common.fill_defaults(args, DEFAULTS, SMOKE)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = run_dir(NAME, args.out)
+    out = common.run_dir(NAME, args.out)
     fresh_run_folder(out, hint="")
     sentences = make_corpus(args.sentences, args.seed)
     vocab = WordVocab.build(sentences, min_count=1)
@@ -377,16 +363,16 @@ def main(argv=None) -> dict:
 
     queries = ["dog", "tiger", "king", "sisters"]
     nn = {w: neighbours(emb, vocab, w) for w in queries}
-    print_table([[w, ", ".join(f"{n} {s:.2f}" for n, s in nb)] for w, nb in nn.items()],
-                ["word", "nearest neighbours (cosine)"], title="Nearest neighbours")
+    common.print_table([[w, ", ".join(f"{n} {s:.2f}" for n, s in nb)] for w, nb in nn.items()],
+                       ["word", "nearest neighbours (cosine)"], title="Nearest neighbours")
     acc = analogy_accuracy(emb, vocab, rel)
     within, across = offset_cosines(emb, vocab, rel)
     chance = 1.0 / (vocab.size - 4 - 3)
     examples = [("dog", "wolf", "cat"), ("dog", "cat", "wolf"), ("king", "queen", "man"), ("dog", "dogs", "king")]
     answers = {f"{b} - {a} + {c}": analogy(emb, vocab, a, b, c) for a, b, c in examples}
-    print_table([[name, f"{a:.0%}", n, within[name]] for name, (a, n) in acc.items()],
-                ["relation", "analogy accuracy", "analogies", "offset cosine (same relation)"],
-                title=f"Analogies b - a + c (chance {chance:.1%}); offset cosine across relations {across:.2f}")
+    common.print_table([[name, f"{a:.0%}", n, within[name]] for name, (a, n) in acc.items()],
+                       ["relation", "analogy accuracy", "analogies", "offset cosine (same relation)"],
+                       title=f"Analogies b - a + c (chance {chance:.1%}); offset cosine across relations {across:.2f}")
     print("  " + "   ".join(f"{q} = {ans}" for q, ans in answers.items()))
 
     glove = out / "embeddings.glove.txt"
@@ -404,9 +390,9 @@ def main(argv=None) -> dict:
         tr, te, moved = classifier(table, freeze, train, test)
         downstream[name] = {"train_accuracy": tr, "heldout_accuracy": te, "max_embedding_change": moved}
         rows.append([name, f"{tr:.1%}", f"{te:.1%}", moved])
-    print_table(rows, ["embedding", "train accuracy", "held-out animals accuracy", "max |Δ embedding|"],
-                title="Downstream: wild or domestic? (trained on canines, felines, equines, leporids; "
-                      "tested on bovines, porcines, caprines)")
+    common.print_table(rows, ["embedding", "train accuracy", "held-out animals accuracy", "max |Δ embedding|"],
+                       title="Downstream: wild or domestic? (trained on canines, felines, equines, leporids; "
+                             "tested on bovines, porcines, caprines)")
 
     results = {"config": {k: getattr(args, k) for k in DEFAULTS}, "seed": args.seed, "smoke": args.smoke,
                "vocab_size": vocab.size, "lm_loss_first": float(losses[0]), "lm_loss_last": float(losses[-1]),
@@ -414,13 +400,13 @@ def main(argv=None) -> dict:
                "analogy_counts": {k: v[1] for k, v in acc.items()}, "chance": chance, "examples": answers,
                "offset_cosine_within": within, "offset_cosine_across": across, "downstream": downstream}
     plot(emb, vocab, rel, out / "embedding_geometry.png")
-    write_results(out, results)
+    common.write_results(out, results)
     print(f"\nwrote {out / 'results.json'}, {out / 'embedding_geometry.png'}, {glove}")
     return results
 
 
 def plot(emb, vocab, rel, path):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    fig, axes = common.subplots(1, 2, figsize=(11, 5))
     groups = [("animals (singular)", [a[0] for a in animals() if a[3] == "sg"], "pet → wild", "C3"),
               ("people (singular)", [p[0] for p in people() if p[3] == "sg"], "gender (m → f)", "C0")]
     for ax, (title, words, relation, color) in zip(axes, groups, strict=True):
@@ -435,9 +421,7 @@ def plot(emb, vocab, rel, path):
         ax.set_title(f"{title}: PCA of embeddings, arrows {relation}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 if __name__ == "__main__":

@@ -109,12 +109,7 @@ def summarize(result, cfg: dict) -> dict:
 
 
 def plot(runs: dict, cfg: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    fig, axes = common.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for i, (name, r) in enumerate(runs.items()):
         steps = np.arange(1, r["loss"].shape[0] + 1)
         for s in range(r["loss"].shape[1]):
@@ -139,8 +134,7 @@ def plot(runs: dict, cfg: dict, path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Elman, spectral radius {cfg['radius']}, adding T = {cfg['length']}, SGD lr {cfg['lr']}")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -168,8 +162,7 @@ def main(argv=None) -> dict:
     summary = {"config": cfg, "seed": args.seed, "runs": {k: {kk: vv for kk, vv in v.items()
                if kk not in ("loss", "grad_norm", "applied_norm")} for k, v in runs.items()},
                "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'exploding.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "exploding.png")
     summary["curves"] = runs  # in memory only: per-step loss and norms
     return summary
 

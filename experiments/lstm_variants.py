@@ -102,42 +102,31 @@ def previous_run(name: str, cfg: dict, seed: int) -> dict | None:
     return old["results"] if same else None
 
 
-def run_adding(cfg: dict, seed: int, reuse: bool, out) -> dict:
-    old = previous_run("adding", cfg, seed) if reuse else None
-    T = cfg["adding_T"]
+def collect(variants, previous, train) -> dict:
+    """Each variant's results: ``previous(v)`` when it has them (marked ``reused``), else ``train(v)``."""
     results = {}
-    for v in cfg["variants"]:
-        r = (old or {}).get(BUILTIN.get(v, ""), {}).get(str(T))
-        if r is None:
-            r = adding.train(v, make_cell(v, 2, cfg["hidden"]), T, cfg, seed, out)
-            r["reused"] = False
-        else:
-            r["reused"] = True
-        results[v] = r
+    for v in variants:
+        r = previous(v)
+        results[v] = dict(train(v), reused=False) if r is None else dict(r, reused=True)
     return results
+
+
+def run_adding(cfg: dict, seed: int, reuse: bool, out) -> dict:
+    old = (previous_run("adding", cfg, seed) if reuse else None) or {}
+    T = cfg["adding_T"]
+    return collect(cfg["variants"], lambda v: old.get(BUILTIN.get(v, ""), {}).get(str(T)),
+                   lambda v: adding.train(v, make_cell(v, 2, cfg["hidden"]), T, cfg, seed, out))
 
 
 def run_order(cfg: dict, seed: int, reuse: bool, out) -> dict:
-    old = previous_run("temporal_order", cfg, seed) if reuse else None
-    results = {}
-    for v in cfg["variants"]:
-        r = (old or {}).get(BUILTIN.get(v, ""))
-        if r is None:
-            r = temporal_order.train(v, make_cell(v, temporal_order.NUM_SYMBOLS, cfg["hidden"]), cfg, seed, out)
-            r["reused"] = False
-        else:
-            r["reused"] = True
-        results[v] = r
-    return results
+    old = (previous_run("temporal_order", cfg, seed) if reuse else None) or {}
+    return collect(cfg["variants"], lambda v: old.get(BUILTIN.get(v, "")),
+                   lambda v: temporal_order.train(v, make_cell(v, temporal_order.NUM_SYMBOLS, cfg["hidden"]),
+                                                  cfg, seed, out))
 
 
 def plot(add: dict, order: dict, T: int, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    fig, axes = common.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     names = list(add)
     for ax, values, label, baseline in (
         (axes[0], [np.asarray(add[v]["final_mse"], float) for v in names], f"adding T={T}: test MSE",
@@ -154,8 +143,7 @@ def plot(add: dict, order: dict, T: int, path) -> None:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_yscale("log")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -184,8 +172,7 @@ def main(argv=None) -> dict:
     summary = {"adding_config": add_cfg, "order_config": order_cfg, "seed": args.seed,
                "adding": add, "temporal_order": order, "table": {"headers": headers, "rows": rows},
                "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'lstm_variants.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "lstm_variants.png")
     return summary
 
 

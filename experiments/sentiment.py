@@ -40,17 +40,13 @@ from typing import NamedTuple
 if __package__ in (None, ""):  # run as a script: make the `experiments` package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
+import rnnjax as rj
+from experiments import common
 
 # ----------------------------------------------------------------------------- IMDB loader
 
@@ -356,7 +352,7 @@ def make_data(args, cfg: dict) -> dict:
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax1, ax2) = common.subplots(1, 2, figsize=(11, 3.8))
     for name, r in results["models"].items():
         ax1.plot(np.convolve(r["loss"], np.ones(25) / 25, mode="valid"), label=name)
         ax2.plot(r["eval_step"], r["eval_accuracy"], marker="o", ms=3, label=name)
@@ -367,22 +363,18 @@ def plot(results: dict, path: pathlib.Path) -> None:
     ax2.set(xlabel="step", ylabel="test accuracy", ylim=(0.4, 1.01))
     ax2.legend(fontsize=8, loc="lower right")
     fig.suptitle(results["data"], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=None, help="the aclImdb folder")
     parser.add_argument("--vectors", type=pathlib.Path, default=None, help="GloVe-format text file")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else CONFIG)
-    if args.steps is not None:
-        cfg["steps"] = args.steps
-    out = run_dir("sentiment", args.out)
+    cfg = common.pick_config(args, CONFIG, SMOKE)
+    out = common.run_dir("sentiment", args.out)
     data = make_data(args, cfg)
     print(f"data: {data['source']}; vocabulary {len(data['vocab'])} words")
     vectors_path = args.vectors
@@ -411,11 +403,11 @@ def main(argv=None) -> dict:
     rows = [[name, at(r, early), reach(r), r["test_accuracy"], r["train_seconds"]]
             for name, r in results["models"].items()]
     rows.append(["bag of words (logistic regression)", "", "", results["bag_of_words_accuracy"], ""])
-    print_table(rows, ["pooling, embeddings", f"test acc. at step {early}", "steps to 95%",
-                       f"test acc. at step {cfg['steps']}", "train s"],
-                title=f"Sentiment, {len(data['test'][2])} test reviews; data: {data['source']}")
+    common.print_table(rows, ["pooling, embeddings", f"test acc. at step {early}", "steps to 95%",
+                              f"test acc. at step {cfg['steps']}", "train s"],
+                       title=f"Sentiment, {len(data['test'][2])} test reviews; data: {data['source']}")
     plot(results, out / "sentiment.png")
-    write_results(out, results)
+    common.write_results(out, results)
     return results
 
 

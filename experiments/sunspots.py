@@ -35,16 +35,12 @@ from typing import Any, NamedTuple
 if __package__ in (None, ""):  # run as a script: make the `experiments` package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
+import rnnjax as rj
+from experiments import common
 
 # ----------------------------------------------------------------------------- data
 
@@ -257,7 +253,7 @@ def summary_rows(ev: dict, num_seeds: int) -> list[list]:
 
 
 def plot(ev: dict, data: dict, cfg: dict, path: pathlib.Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7))
+    fig, (ax1, ax2) = common.subplots(2, 1, figsize=(9, 7))
     years, values, n_train = data["years"], data["values"], data["n_train"]
     ax1.plot(years[n_train - 20:], values[n_train - 20:], color="black", lw=1.2, label="observed")
     styles = {"persistence": ":", "AR": "--", "GRU seed 0": "-"}
@@ -281,21 +277,16 @@ def plot(ev: dict, data: dict, cfg: dict, path: pathlib.Path) -> None:
                  label="GRU (each seed)" if name == "GRU seed 0" else None if name.startswith("GRU") else name)
     ax2.set(xlabel="forecast horizon (years)", ylabel="test RMSE", title="multi-step rollout error")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="GRU training seeds")
     args = parser.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else CONFIG)
-    for name in ("steps", "seeds"):
-        if getattr(args, name) is not None:
-            cfg[name] = getattr(args, name)
-    out = run_dir("sunspots", args.out)
+    cfg = common.pick_config(args, CONFIG, SMOKE, overrides=("steps", "seeds"))
+    out = common.run_dir("sunspots", args.out)
     data = make_data()
     fns = make_model(cfg)
     start = time.perf_counter()
@@ -304,14 +295,14 @@ def main(argv=None) -> dict:
     ar, ar_order = ar_baseline(data)
     ev = evaluate(cfg, data, fns, [p for p, _ in trained], ar)
     rows = summary_rows(ev, cfg["seeds"])
-    print_table(rows, ["model", "1-step RMSE", "1-step MAE", "1..11-step RMSE", "11-step RMSE"],
-                title=f"Sunspots, test years {data['years'][data['n_val']]}-{data['years'][-1]} "
-                      f"(AR order {ar_order} by AIC)")
+    common.print_table(rows, ["model", "1-step RMSE", "1-step MAE", "1..11-step RMSE", "11-step RMSE"],
+                       title=f"Sunspots, test years {data['years'][data['n_val']]}-{data['years'][-1]} "
+                             f"(AR order {ar_order} by AIC)")
     plot(ev, data, cfg, out / "sunspots.png")
     results = {"config": cfg, "seed": args.seed, "ar_order": ar_order, "train_seconds": train_seconds,
                "table": rows, "logs": [log for _, log in trained],
                **{k: ev[k] for k in ("one_step", "multi_step")}}
-    write_results(out, results)
+    common.write_results(out, results)
     return results
 
 

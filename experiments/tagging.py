@@ -31,16 +31,12 @@ from typing import Any, NamedTuple
 if __package__ in (None, ""):  # run as a script: make the `experiments` package importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
+import rnnjax as rj
+from experiments import common
 
 # ----------------------------------------------------------------------------- grammar
 
@@ -221,7 +217,7 @@ def train(kind: str, cfg: dict, data: dict, seed: int, out: pathlib.Path):
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = common.subplots(1, 2, figsize=(10, 3.6))
     for kind, r in results["models"].items():
         loss = np.convolve(r["loss"], np.ones(25) / 25, mode="valid")
         ax1.plot(loss, label=LABELS[kind])
@@ -237,22 +233,18 @@ def plot(results: dict, path: pathlib.Path) -> None:
     ax2.set(xticks=range(len(words)), xticklabels=words, ylabel="test accuracy on the word",
             ylim=(0, 1.05))
     ax2.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 LABELS = {"uni": "unidirectional LSTM", "bi": "bidirectional LSTM"}
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = dict(SMOKE if args.smoke else CONFIG)
-    if args.steps is not None:
-        cfg["steps"] = args.steps
-    out = run_dir("tagging", args.out)
+    cfg = common.pick_config(args, CONFIG, SMOKE)
+    out = common.run_dir("tagging", args.out)
     data = make_data(args.seed, cfg["num_train"], cfg["num_test"])
     train_split = data["train"]
     valid = np.arange(train_split["ids"].shape[1]) < train_split["lengths"][:, None]
@@ -266,12 +258,12 @@ def main(argv=None) -> dict:
         results["models"][kind] = {**log, **evaluate(model, params, data["test"])}
     rows = [[LABELS[k], r["params"], r["f1"], r["f1_other"], r["f1_ambiguous"], r["accuracy_ambiguous"],
              r["train_seconds"]] for k, r in results["models"].items()]
-    print_table(rows, ["model", "params", "F1 all", "F1 unambiguous", "F1 ambiguous",
-                       "acc. ambiguous", "train s"], title="Proper-noun tagging, test set")
+    common.print_table(rows, ["model", "params", "F1 all", "F1 unambiguous", "F1 ambiguous",
+                              "acc. ambiguous", "train s"], title="Proper-noun tagging, test set")
     print(f"left-context loss floor {results['left_context_loss_floor']:.4f}; final train loss (mean of "
           f"last 50 steps): " + ", ".join(f"{k} {np.mean(r['loss'][-50:]):.4f}" for k, r in results["models"].items()))
     plot(results, out / "tagging.png")
-    write_results(out, results)
+    common.write_results(out, results)
     return results
 
 

@@ -32,17 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the `experiments` package
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments import char_lm  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
-from experiments.text_data import python_reference_text, text_digest  # noqa: E402
+import rnnjax as rj
+from experiments import char_lm, common
+from experiments.text_data import python_reference_text, text_digest
 
 NAME = "tbptt"
 DEFAULTS = dict(cell="lstm", embed=64, hidden=256, batch=16, chunk=200, steps=200, lr=4e-3, clip=1.0,
@@ -87,16 +82,13 @@ def gradient_flow(cell, params, carry, batch, truncate):
 
 
 def parse_args(argv):
-    p = base_parser(__doc__.splitlines()[0])
+    p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--cell", choices=sorted(char_lm.CELLS), default=None)
     for name, v in DEFAULTS.items():
         if name != "cell":
             p.add_argument("--" + name.replace("_", "-"), type=type(v), default=None)
     args = p.parse_args(argv)
-    cfg = dict(DEFAULTS, **(SMOKE if args.smoke else {}))
-    for k, v in cfg.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    common.fill_defaults(args, DEFAULTS, SMOKE)
     try:
         args.truncate_list = [int(k) for k in args.truncations.split(",")] + [None]
     except ValueError:
@@ -112,7 +104,7 @@ def label(k, chunk):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = run_dir(NAME, args.out)
+    out = common.run_dir(NAME, args.out)
     char_lm.fresh_run_folder(out, hint="")
     text = python_reference_text()
     if args.smoke:
@@ -152,9 +144,9 @@ def main(argv=None) -> dict:
                       "params": state.params}
         rows.append([name, bpc, runs[name]["train_bits_last"], f"{runs[name]['chars_per_second']:,.0f}"])
         print(f"{name:>22}: validation {bpc:.3f} bpc, {runs[name]['chars_per_second']:,.0f} characters/s")
-    print_table(rows, ["truncation", "validation bpc", "train bits (last 10 steps)", "train chars/s"],
-                title=f"Truncated BPTT: {args.steps} updates of {args.batch} x {args.chunk} characters, "
-                      f"1x{args.hidden} {args.cell}")
+    common.print_table(rows, ["truncation", "validation bpc", "train bits (last 10 steps)", "train chars/s"],
+                       title=f"Truncated BPTT: {args.steps} updates of {args.batch} x {args.chunk} characters, "
+                             f"1x{args.hidden} {args.cell}")
 
     # where the gradient is cut: one chunk, the fully trained model, each truncation
     full = runs[label(None, args.chunk)]["params"]
@@ -172,14 +164,14 @@ def main(argv=None) -> dict:
                "corpus_sha256_16": text_digest(text),
                "runs": {n: {k: v for k, v in r.items() if k != "params"} for n, r in runs.items()},
                "gradient_flow_last_step": {n: g.mean(1) for (n, last), g in flows.items() if last}}
-    write_results(out, results)
+    common.write_results(out, results)
     print(f"\nwrote {out / 'results.json'} and {out / 'tbptt_gradient_flow.png'}")
     results["flows"] = flows
     return results
 
 
 def plot(flows, args, path):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    fig, axes = common.subplots(1, 2, figsize=(11, 4), sharex=True)
     names = list(dict.fromkeys(n for n, _ in flows))
     ks = dict(zip(names, args.truncate_list, strict=True))
     for ax, last_only in zip(axes, (True, False), strict=True):
@@ -201,9 +193,7 @@ def plot(flows, args, path):
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].legend(handles[::-1], labels[::-1], fontsize=8)
     fig.suptitle(f"Where truncated BPTT cuts the gradient (chunk of {args.chunk}; missing = exactly zero)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 if __name__ == "__main__":

@@ -106,24 +106,16 @@ def train(name: str, cell: rj.Cell, cfg: dict, seed: int, out=None) -> dict:
 
 
 def plot(results: dict, path, title="Temporal order (H&S 1997, exp. 6a)") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    fig, ax = common.subplots(figsize=(5.5, 3.6), layout="constrained")
     for i, (cell, r) in enumerate(results.items()):
-        steps, acc = np.asarray(r["curve"]["step"]), np.asarray(r["curve"]["acc"])
-        ax.plot(steps, acc.mean(1), color=f"C{i}", label=cell)
-        ax.fill_between(steps, acc.min(1), acc.max(1), color=f"C{i}", alpha=0.15, linewidth=0)
+        common.plot_seed_band(ax, r["curve"]["step"], r["curve"]["acc"], color=f"C{i}", label=cell)
     ax.axhline(0.25, color="k", ls="--", lw=0.8, label="chance")
     ax.set_xlabel("training step (32 sequences each)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -141,8 +133,7 @@ def main(argv=None) -> dict:
     plot(results, out / "temporal_order.png")
     summary = {"config": cfg, "seed": args.seed, "results": results,
                "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'temporal_order.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "temporal_order.png")
     return summary
 
 

@@ -93,12 +93,7 @@ def train(cell_name: str, cfg: dict, seed: int):
 
 
 def plot(curves: dict, T: int, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, layout="constrained")
+    fig, axes = common.subplots(1, 2, figsize=(10, 3.8), sharey=True, layout="constrained")
     for ax, when in zip(axes, ("init", "trained"), strict=True):
         for i, (cell, c) in enumerate(curves.items()):
             norms = c[when][::-1]  # [distance, B]
@@ -112,8 +107,7 @@ def plot(curves: dict, T: int, path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("‖∂L/∂h_t‖ (median, min–max band)")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -141,8 +135,7 @@ def main(argv=None) -> dict:
     plot(curves, T, out / "vanishing.png")
     summary = {"config": cfg, "seed": args.seed, "stats": stats,
                "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'vanishing.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "vanishing.png")
     return summary
 
 

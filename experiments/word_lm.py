@@ -38,19 +38,15 @@ if __package__ in (None, ""):  # run as a script: make the `experiments` package
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+import optax
+import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import tqdm  # noqa: E402
-
-import rnnjax as rj  # noqa: E402
-from experiments.char_lm import fresh_run_folder  # noqa: E402
-from experiments.common import base_parser, print_table, run_dir, write_results  # noqa: E402
-from experiments.ngram import KneserNey, Unigram, bits_per_token  # noqa: E402
-from experiments.text_data import (  # noqa: E402
+import rnnjax as rj
+from experiments import common
+from experiments.char_lm import fresh_run_folder
+from experiments.ngram import KneserNey, Unigram, bits_per_token
+from experiments.text_data import (
     WordVocab,
     python_reference_text,
     split_sentences,
@@ -209,7 +205,7 @@ def make_sampler(lm, vocab: WordVocab, *, forbid_unk: bool, max_words: int):
 
 
 def parse_args(argv):
-    p = base_parser(__doc__.splitlines()[0])
+    p = common.base_parser(__doc__.splitlines()[0])
     for name in DEFAULTS:
         kind = float if name in ("lr", "dropout", "clip") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
@@ -220,16 +216,12 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.sentence is None:
         args.sentence = SMOKE_SENTENCE if args.smoke else SENTENCE
-    cfg = dict(DEFAULTS, **(SMOKE if args.smoke else {}))
-    for k, v in cfg.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return common.fill_defaults(args, DEFAULTS, SMOKE)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = run_dir(NAME, args.out)
+    out = common.run_dir(NAME, args.out)
     text = python_reference_text()
     sentences = split_sentences(text, max_tokens=args.max_tokens)
     if args.smoke:
@@ -282,8 +274,8 @@ def main(argv=None) -> dict:
 
     rows = [[name, ppl, math.log2(ppl)] for name, ppl in base_ppl.items()]
     rows.append([f"{args.layers}x{args.hidden} LSTM, {args.steps} steps", val_ppl, math.log2(val_ppl)])
-    print_table(rows, ["model", "validation perplexity", "bits per token"],
-                title=f"Validation perplexity ({n_val:,} tokens of {len(val[2])} held-out sentences)")
+    common.print_table(rows, ["model", "validation perplexity", "bits per token"],
+                       title=f"Validation perplexity ({n_val:,} tokens of {len(val[2])} held-out sentences)")
 
     # whole-sentence log-probabilities: the sentence vs the same words shuffled
     shuffled = list(np.random.default_rng(args.seed).permutation(sentence))
@@ -293,14 +285,14 @@ def main(argv=None) -> dict:
         total, steps = sentence_logprob(model, params, vocab, toks)
         kn = float(kn3.log2_probs(np.concatenate([vocab.encode(toks), [vocab.END]])).sum() * math.log(2))
         scored[label] = {"tokens": toks, "logprob": total, "kn3_logprob": kn, "step_probs": np.exp(steps)}
-    print_table([[" ".join(v["tokens"]), v["logprob"], v["kn3_logprob"]] for v in scored.values()],
-                ["sentence", "log P, LSTM", "log P, 3-gram KN"],
-                title="Sentence log-probability = sum of log P(w_t | <START> w_<t), <END> included")
+    common.print_table([[" ".join(v["tokens"]), v["logprob"], v["kn3_logprob"]] for v in scored.values()],
+                       ["sentence", "log P, LSTM", "log P, 3-gram KN"],
+                       title="Sentence log-probability = sum of log P(w_t | <START> w_<t), <END> included")
     steps = scored["sentence"]["step_probs"]
     print("per step: " + "  ".join(f"{w} {p:.2f}" for w, p in zip([*sentence, "<END>"], steps, strict=True)))
 
     top = next_words(model, params, vocab, prompt, args.top_k)
-    print_table([[w, p] for w, p in top], ["next word", "probability"], title=f"Top-{args.top_k} after {prompt}")
+    common.print_table([[w, p] for w, p in top], ["next word", "probability"], title=f"Top-{args.top_k} after {prompt}")
 
     sample = make_sampler(lm, vocab, forbid_unk=args.unk == "forbid", max_words=args.max_words)
     samples = [" ".join(s) for s in sample(params, 1.0, jax.random.key(args.seed))]
@@ -318,14 +310,14 @@ def main(argv=None) -> dict:
         "sentence_logprob": scored, "prompt": prompt, "top_k": top, "unk": args.unk, "samples": samples,
     }
     plot(results, out / "word_lm.png")
-    write_results(out, results)
+    common.write_results(out, results)
     print(f"\nwrote {out / 'results.json'}, {out / 'word_lm.png'} and the checkpoint in {out / 'checkpoints'}")
     return results
 
 
 def plot(results, path):
     h = results["history"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = common.subplots(figsize=(7, 4))
     k = max(len(h["step"]) // 40, 1)
     smooth = np.convolve(np.log(h["train_ppl"]), np.ones(k) / k, mode="valid")
     ax.plot(h["step"][k - 1:], np.exp(smooth), color="0.6", lw=1, label="training (running mean)")
@@ -337,9 +329,7 @@ def plot(results, path):
     ax.set_ylabel("perplexity")
     ax.set_title("Next-word model on the Python reference")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=110, tight=True)
 
 
 if __name__ == "__main__":
