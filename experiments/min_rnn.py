@@ -229,12 +229,7 @@ def train_char(name: str, cfg: dict, vocab_size: int, stream: dict, val: np.ndar
 
 def plot_char(results: dict, base: dict, path) -> None:
     """Validation bpc against step for every cell, with the count-based baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig, ax = common.subplots(figsize=(7, 4), layout="constrained")
     for i, (name, r) in enumerate(results.items()):
         ax.plot(r["history"]["eval_step"], r["history"]["val_bpc"], "o-", ms=3, color=f"C{i}",
                 label=f"{name} ({r['step_ms']:.0f} ms/step)")
@@ -246,8 +241,7 @@ def plot_char(results: dict, base: dict, path) -> None:
     ax.set_ylim(top=min(max(base.values()) + 0.3, ax.get_ylim()[1]))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def parse_cells(text: str | None, default: tuple) -> tuple:

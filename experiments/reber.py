@@ -159,12 +159,7 @@ def train_cell(name: str, cell_name: str, hidden: int, gradient: str, data, cfg:
 
 
 def plot(results: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    fig, axes = common.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for i, (cell, r) in enumerate(results.items()):
         steps = np.asarray(r["curve"]["step"])
         for key, ax in (("test_all_correct", axes[0]), ("test_outer_acc", axes[1])):
@@ -178,8 +173,7 @@ def plot(results: dict, path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Embedded Reber grammar")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> dict:
@@ -207,8 +201,7 @@ def main(argv=None) -> dict:
     summary = {"config": cfg, "seed": args.seed, "results": results,
                "table": {"headers": headers, "rows": rows}, "wall_s": time.time() - start,
                "max_len": int(data[0]["inputs"].shape[0])}
-    common.write_results(out, summary)
-    print(f"wrote {out / 'results.json'} and {out / 'reber.png'} in {summary['wall_s']:.0f} s")
+    common.write_summary(out, summary, "reber.png")
     return summary
 
 
