@@ -42,6 +42,34 @@ def _abstract(x: Any) -> Any:
     return x
 
 
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple]:
+    """``{"params.w_ih": shape, ...}`` over the array leaves, whatever the containers' kinds."""
+    return {
+        ".".join(_key_name(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "shape")
+    }
+
+
+def _mismatches(stored: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]:
+    out = []
+    for path in sorted(set(stored) | set(wanted)):
+        if path not in stored:
+            out.append(f"{path}: in the template, not in the checkpoint")
+        elif path not in wanted:
+            out.append(f"{path}: in the checkpoint, not in the template")
+        elif stored[path] != wanted[path]:
+            out.append(f"{path}: checkpoint shape {stored[path]}, template shape {wanted[path]}")
+    return out
+
+
 class Checkpoints:
     """Numbered checkpoints of a training state in ``directory``; the newest ``max_to_keep`` stay.
 
@@ -77,7 +105,8 @@ class Checkpoints:
             cleanup_tmp_directories=True,  # leftovers of saves that crashed; never finished ones
             create=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     @property
     def steps(self) -> list[int]:
@@ -131,6 +160,19 @@ class Checkpoints:
                 f"step: no checkpoint for step {step} in {self.directory} (have {sorted(available)})"
             )
         target = jax.tree_util.tree_map(_abstract, template)
+        try:  # compare structure and shapes first, for a clear error instead of Orbax's
+            stored = _shapes_by_path(self.manager.item_metadata(step)["state"])
+        except Exception:  # metadata unreadable: Orbax's own restore reports the problem
+            stored = None
+        if stored is not None:
+            diff = _mismatches(stored, _shapes_by_path(target))
+            if diff:
+                shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+                raise ValueError(
+                    f"template: does not match the checkpoint of step {step} in {self.directory} "
+                    f"({len(diff)} difference{'s' if len(diff) > 1 else ''}: {shown}). Restore into a "
+                    "state built like the saved one, or use another directory for a different model."
+                )
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
         try:
             restored = self.manager.restore(step, args=args)
