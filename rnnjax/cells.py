@@ -98,6 +98,24 @@ class GRUResetBeforeParams(NamedTuple):
 # ----------------------------------------------------------------------------- checks
 
 
+def _check_params_type(params, expected: type) -> None:
+    """``params`` must carry ``expected``'s fields (e.g. no LSTMParams into a peephole step)."""
+    missing = [f for f in expected._fields if not hasattr(params, f)]
+    if missing:
+        raise TypeError(
+            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
+            f"{type(params).__name__} without {', '.join(missing)}"
+        )
+
+
+def _check_lstm_carry(carry) -> None:
+    if not (hasattr(carry, "h") and hasattr(carry, "c")):
+        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
+        raise TypeError(
+            f"carry: expected an LSTMState(h, c) (cell.initial_carry(batch_shape) makes one), got {given}"
+        )
+
+
 def _check_step_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     """Check weights, carry and input of a built-in cell against each other."""
     check_float("x", x)
@@ -160,6 +178,7 @@ def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
     >>> y.shape
     (2, 5)
     """
+    _check_params_type(params, ElmanParams)
     _check_step_args(params, {"carry": h}, x, 1)
     return _elman_recur(params, h, _elman_project(params, x), activation=activation)
 
@@ -198,6 +217,8 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array):
     >>> carry.c.shape, y.shape
     ((5,), (5,))
     """
+    _check_params_type(params, LSTMParams)
+    _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     return _lstm_recur(params, carry, _lstm_project(params, x))
 
@@ -235,6 +256,8 @@ def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
     >>> y.shape
     (2, 5)
     """
+    _check_params_type(params, PeepholeLSTMParams)
+    _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     return _peephole_recur(params, carry, _lstm_project(params, x))
 
@@ -270,6 +293,8 @@ def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array):
     >>> y.shape
     (5,)
     """
+    _check_params_type(params, CIFGParams)
+    _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 3)
     return _cifg_recur(params, carry, _lstm_project(params, x))
 
@@ -310,6 +335,7 @@ def gru_step(params: GRUParams, h: Array, x: Array):
     >>> y.shape
     (2, 5)
     """
+    _check_params_type(params, GRUParams)
     _check_step_args(params, {"carry": h}, x, 3)
     return _gru_recur(params, h, _gru_project(params, x))
 
@@ -347,6 +373,7 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
     >>> y.shape
     (5,)
     """
+    _check_params_type(params, GRUResetBeforeParams)
     _check_step_args(params, {"carry": h}, x, 3)
     return _gru_reset_before_recur(params, h, _gru_project(params, x))
 

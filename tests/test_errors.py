@@ -132,3 +132,19 @@ def test_errors_are_raised_before_tracing_under_jit(lstm_setup):
         f(carry, xs, jnp.array([1, 2, 3]))
     with raises(ValueError, "xs: expected shape [T, *batch, 3]"):
         f(carry, jnp.ones((T, B, 4)), jnp.array([1, 2]))
+
+
+def test_wrong_carry_or_params_kind_for_a_built_in_step():
+    lstm, gru, peephole = rj.lstm(I, H), rj.gru(I, H), rj.peephole_lstm(I, H)
+    key = jax.random.key(0)
+    xs = jnp.ones((T, B, I))
+    with pytest.raises(TypeError, match=r"carry: expected an LSTMState\(h, c\) .*got an array of shape \(2, 4\)"):
+        rj.scan(lstm.step, lstm.init(key), gru.initial_carry((B,)), xs)
+    carry = lstm.initial_carry((B,))
+    with pytest.raises(TypeError, match=r"carry: expected an LSTMState\(h, c\) .*got tuple"):
+        rj.lstm_step(lstm.init(key), (carry.h, carry.c), xs[0])
+    with pytest.raises(TypeError, match=r"params: expected PeepholeLSTMParams\(w_ih, w_hh, b, w_ci, w_cf, w_co\), "
+                       r"got LSTMParams without w_ci, w_cf, w_co"):
+        rj.scan(peephole.step, lstm.init(key), carry, xs)
+    with pytest.raises(TypeError, match=r"params: expected GRUParams\(w_ih, w_hh, b_ih, b_hh\), got LSTMParams"):
+        rj.gru_step(lstm.init(key), gru.initial_carry((B,)), xs[0])
