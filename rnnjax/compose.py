@@ -565,13 +565,26 @@ def bidirectional(
         elif not isinstance(carry, BiCarry):
             raise TypeError(f"carry: expected BiCarry(fwd, bwd) or None, got {type(carry).__name__}")
         k_f, k_b = jax.random.split(key) if key is not None else (None, None)
-        c_f, ys_f = fwd_model.apply(params.fwd, xs, lengths=lengths, carry=carry.fwd, train=train, key=k_f)
-        if flip_bwd:
-            c_b, ys_b = bwd_model.apply(params.bwd, flip_sequences(xs, lengths), lengths=lengths,
-                                        carry=carry.bwd, train=train, key=k_b)
-            ys_b = flip_sequences(ys_b, lengths)
-        else:
-            c_b, ys_b = bwd_model.apply(params.bwd, xs, lengths=lengths, carry=carry.bwd, train=train, key=k_b)
+        try:
+            c_f, ys_f = fwd_model.apply(params.fwd, xs, lengths=lengths, carry=carry.fwd, train=train, key=k_f)
+        except (TypeError, ValueError) as e:
+            e.add_note("(raised by the forward layer of bidirectional)")
+            raise
+        try:
+            if flip_bwd:
+                c_b, ys_b = bwd_model.apply(params.bwd, flip_sequences(xs, lengths), lengths=lengths,
+                                            carry=carry.bwd, train=train, key=k_b)
+                ys_b = flip_sequences(ys_b, lengths)
+            else:
+                c_b, ys_b = bwd_model.apply(params.bwd, xs, lengths=lengths, carry=carry.bwd, train=train, key=k_b)
+        except (TypeError, ValueError) as e:
+            e.add_note("(raised by the backward layer of bidirectional)")
+            raise
+        if merge != "concat" and isinstance(merge, str) and ys_f.shape != ys_b.shape:
+            raise ValueError(
+                f"merge: {merge!r} needs forward and backward outputs of one shape, got "
+                f"{tuple(ys_f.shape)} and {tuple(ys_b.shape)}; use merge='concat' or layers of equal size"
+            )
         ys = merge_fn(ys_f, ys_b)  # [T, *batch, O]
         return BiCarry(c_f, c_b), _zero_padding(ys, lengths)
 

@@ -148,3 +148,16 @@ def test_wrong_carry_or_params_kind_for_a_built_in_step():
         rj.scan(peephole.step, lstm.init(key), carry, xs)
     with pytest.raises(TypeError, match=r"params: expected GRUParams\(w_ih, w_hh, b_ih, b_hh\), got LSTMParams"):
         rj.gru_step(lstm.init(key), gru.initial_carry((B,)), xs[0])
+
+
+def test_bidirectional_names_the_failing_direction_and_the_merge():
+    key = jax.random.key(0)
+    xs = jnp.ones((T, B, I))
+    bi = rj.bidirectional(rj.lstm(I, H), rj.lstm(I, H + 1), merge="sum")
+    with pytest.raises(ValueError, match=r"merge: 'sum' needs forward and backward outputs of one shape, "
+                       r"got \(5, 2, 4\) and \(5, 2, 5\)"):
+        bi.apply(bi.init(key), xs)
+    bi = rj.bidirectional(rj.lstm(I, H), rj.lstm(I + 2, H))
+    with pytest.raises(ValueError, match=r"xs: expected shape") as info:
+        bi.apply(bi.init(key), xs)
+    assert "(raised by the backward layer of bidirectional)" in info.value.__notes__
