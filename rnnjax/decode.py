@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, is_concrete
+from rnnjax._checks import check_array, check_float, is_concrete
 from rnnjax.cells import Cell
 from rnnjax.compose import DenseParams, _check_key, dense, dense_init
 from rnnjax.embed import _check_vocab_size, check_ids, embedding_init, embedding_lookup, one_hot
@@ -77,7 +77,8 @@ def _check_decode(step, params, state, start, max_len, eos) -> tuple[Array, tupl
     try:
         new_state, logits = jax.eval_shape(step, params, state, start)
     except (ValueError, TypeError) as e:
-        e.add_note(f"(raised by step(params, state, start) with start of shape {batch})")
+        e.add_note(f"(raised by step(params, state, start) with start of shape {batch}: start must be one "
+                   "token id per sequence, with the batch shape of state)")
         raise
     if logits.ndim != len(batch) + 1 or tuple(logits.shape[:-1]) != batch:
         raise ValueError(
@@ -182,6 +183,11 @@ def top_k_logits(logits: Array, k: int) -> Array:
     >>> top_k_logits(jnp.array([1.0, 3.0, 2.0, 0.0]), 2)
     Array([-inf,   3.,   2., -inf], dtype=float32)
     """
+    check_float("logits", logits)
+    vocab_size = logits.shape[-1] if logits.ndim else 0
+    _check_int("k", k, minimum=1)
+    if k > vocab_size:
+        raise ValueError(f"k: expected at most {vocab_size} (the size of the last axis of logits), got {k}")
     kth = lax.top_k(logits, k)[0][..., -1:]  # [*batch, 1]
     return jnp.where(logits < kth, -jnp.inf, logits)
 

@@ -161,3 +161,12 @@ def test_bidirectional_names_the_failing_direction_and_the_merge():
     with pytest.raises(ValueError, match=r"xs: expected shape") as info:
         bi.apply(bi.init(key), xs)
     assert "(raised by the backward layer of bidirectional)" in info.value.__notes__
+
+
+def test_top_k_logits_checks_k():
+    logits = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match=r"k: expected at most 5 \(the size of the last axis of logits\), got 9"):
+        rj.top_k_logits(logits, 9)
+    with pytest.raises(ValueError, match=r"k: expected"):
+        rj.top_k_logits(logits, 0)
+    np.testing.assert_array_equal(rj.top_k_logits(jnp.array([1.0, 3.0, 2.0]), 3), [1.0, 3.0, 2.0])
