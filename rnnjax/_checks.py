@@ -51,7 +51,8 @@ def steps_mask(lengths: Any, num_steps: int):
     return t < lengths
 
 
-def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str = "lengths"):
+def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str = "lengths",
+                  source: str = "xs"):
     """Validate ``lengths: [*batch]`` of integers in ``[0, T]``; returns it as a jax array.
 
     Values are checked only when concrete; under ``jit`` they cannot be inspected, and a value
@@ -64,14 +65,15 @@ def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str
         raise TypeError(f"{name}: expected an integer array, got dtype {lengths.dtype}")
     if tuple(lengths.shape) != tuple(batch_shape):
         raise ValueError(
-            f"{name}: expected shape {shape_str(batch_shape)} (the batch axes of xs), "
+            f"{name}: expected shape {shape_str(batch_shape)} (the batch axes of {source}), "
             f"got {tuple(lengths.shape)}"
         )
     if is_concrete(lengths):
         values = np.asarray(lengths)
         if values.size and (values.min() < 0 or values.max() > num_steps):
             raise ValueError(
-                f"{name}: expected values in [0, {num_steps}] (T = xs.shape[0]), "
+                f"{name}: expected values in [0, {num_steps}] "
+                f"(T = {source if source == 'num_steps' else source + '.shape[0]'}), "
                 f"got min {values.min()} and max {values.max()}"
             )
     return jnp.asarray(lengths)

@@ -47,7 +47,7 @@ def mask_from_lengths(lengths: Array, num_steps: int) -> Array:
     if isinstance(lengths, (list, tuple, int, np.integer)):
         lengths = np.asarray(lengths)
     check_array("lengths", lengths)
-    lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps))
+    lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps), source="num_steps")
     return steps_mask(lengths, int(num_steps))
 
 
@@ -57,7 +57,7 @@ def _resolve_mask(lengths, mask, time_shape: tuple, what: str) -> Array | None:
         raise ValueError("lengths, mask: expected at most one of them, got both")
     num_steps, batch = time_shape[0], tuple(time_shape[1:])
     if lengths is not None:
-        lengths = check_lengths(lengths, batch, num_steps)
+        lengths = check_lengths(lengths, batch, num_steps, source=what)
         return mask_from_lengths(lengths, num_steps)
     if mask is not None:
         if isinstance(mask, (list, tuple)):

@@ -170,3 +170,10 @@ def test_top_k_logits_checks_k():
     with pytest.raises(ValueError, match=r"k: expected"):
         rj.top_k_logits(logits, 0)
     np.testing.assert_array_equal(rj.top_k_logits(jnp.array([1.0, 3.0, 2.0]), 3), [1.0, 3.0, 2.0])
+
+
+def test_loss_lengths_errors_name_the_loss_arguments():
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 5\] \(T = logits.shape\[0\]\), got min 1 and max 6"):
+        rj.sequence_cross_entropy(jnp.zeros((5, 2, 7)), jnp.zeros((5, 2), int), lengths=jnp.array([6, 1]))
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 5\] \(T = num_steps\), got min 1 and max 9"):
+        rj.mask_from_lengths(jnp.array([1, 9]), 5)
