@@ -30,7 +30,8 @@ def _check_step_output(step, params, carry, xs, batch: tuple | None):
     try:
         carry_out, y = jax.eval_shape(step, params, carry, xs[0])
     except (ValueError, TypeError) as e:
-        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)})")
+        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)}: xs is time-major "
+                   f"[T, *batch, I], so T = {xs.shape[0]} and *batch = {tuple(xs.shape[1:-1])})")
         raise
     in_leaves, in_tree = jax.tree_util.tree_flatten_with_path(carry)
     out_leaves, out_tree = jax.tree_util.tree_flatten_with_path(carry_out)

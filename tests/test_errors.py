@@ -177,3 +177,10 @@ def test_loss_lengths_errors_name_the_loss_arguments():
         rj.sequence_cross_entropy(jnp.zeros((5, 2, 7)), jnp.zeros((5, 2), int), lengths=jnp.array([6, 1]))
     with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 5\] \(T = num_steps\), got min 1 and max 9"):
         rj.mask_from_lengths(jnp.array([1, 9]), 5)
+
+
+def test_batch_major_xs_is_explained_by_the_time_major_note():
+    cell = rj.lstm(I, H)
+    with pytest.raises(ValueError, match=r"carry.h: expected shape") as info:
+        rj.scan(cell.step, cell.init(jax.random.key(0)), cell.initial_carry((B,)), jnp.ones((B, T, I)))
+    assert any("xs is time-major [T, *batch, I], so T = 2 and *batch = (5,)" in n for n in info.value.__notes__)
