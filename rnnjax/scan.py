@@ -28,11 +28,20 @@ def _check_xs(xs: Any) -> None:
 def _check_step_output(step, params, carry, xs, batch: tuple | None):
     """Trace one step abstractly; check the carry comes back unchanged in shape and dtype."""
     try:
-        carry_out, y = jax.eval_shape(step, params, carry, xs[0])
+        out = jax.eval_shape(step, params, carry, xs[0])
     except (ValueError, TypeError) as e:
         e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)}: xs is time-major "
                    f"[T, *batch, I], so T = {xs.shape[0]} and *batch = {tuple(xs.shape[1:-1])})")
         raise
+    if not (isinstance(out, tuple) and len(out) == 2):
+        if isinstance(out, tuple):
+            got = f"a tuple of {len(out)}"
+        elif hasattr(out, "shape"):
+            got = f"one array of shape {tuple(out.shape)}"
+        else:
+            got = type(out).__name__
+        raise TypeError(f"step: expected it to return (carry, y), got {got}")
+    carry_out, y = out
     in_leaves, in_tree = jax.tree_util.tree_flatten_with_path(carry)
     out_leaves, out_tree = jax.tree_util.tree_flatten_with_path(carry_out)
     if in_tree != out_tree:

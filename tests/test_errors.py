@@ -184,3 +184,11 @@ def test_batch_major_xs_is_explained_by_the_time_major_note():
     with pytest.raises(ValueError, match=r"carry.h: expected shape") as info:
         rj.scan(cell.step, cell.init(jax.random.key(0)), cell.initial_carry((B,)), jnp.ones((B, T, I)))
     assert any("xs is time-major [T, *batch, I], so T = 2 and *batch = (5,)" in n for n in info.value.__notes__)
+
+
+def test_a_step_returning_only_the_carry_is_named():
+    h = jnp.zeros((B, H))
+    with pytest.raises(TypeError, match=r"step: expected it to return \(carry, y\), got one array of shape \(2, 4\)"):
+        rj.scan(lambda p, c, x: c, None, h, jnp.ones((T, B, I)))
+    with pytest.raises(TypeError, match=r"step: expected it to return \(carry, y\), got a tuple of 3"):
+        rj.scan(lambda p, c, x: (c, c, c), None, h, jnp.ones((T, B, I)))
