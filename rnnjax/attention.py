@@ -100,6 +100,7 @@ def _check_query(query: Any, size: int, batch: tuple) -> None:
     if tuple(query.shape) != batch + (size,):
         raise ValueError(
             f"query: expected shape [*batch, {size}] with *batch = {batch} from memory, got {tuple(query.shape)}"
+            " (memory is batch-major [*batch, S, K]; jnp.moveaxis(ys, 0, -2) converts time-major encoder outputs)"
         )
 
 
