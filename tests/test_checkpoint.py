@@ -155,3 +155,68 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     resumed_rows, reference_rows = read(tmp_path / "run"), read(tmp_path / "ref")
     assert [r["step"] for r in resumed_rows] == list(range(1, steps + 1))
     assert json.dumps(resumed_rows) == json.dumps(reference_rows)
+
+
+def test_numbered_folders_that_are_not_checkpoints_are_never_steps_nor_deleted(tmp_path):
+    """A user's own ``1/``, ``2/``, ``3/`` in the directory: invisible to steps, kept by max_to_keep."""
+    for name in ("1", "2", "3"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text(f"folder {name}")
+    state = {"w": jnp.arange(3.0)}
+    with rj.Checkpoints(tmp_path, max_to_keep=1) as ckpt:
+        assert ckpt.steps == [] and ckpt.latest_step is None
+        with pytest.raises(FileNotFoundError, match="no checkpoint to restore"):
+            ckpt.restore(state)
+        for n in (10, 20, 30):
+            ckpt.save({"w": jnp.arange(3.0) + n}, step=n)
+        ckpt.wait()
+        assert ckpt.steps == [30]
+        with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 2 .*have \[30\]"):
+            ckpt.restore(state, step=2)
+        with pytest.raises(ValueError, match=r"step: .*2 already exists and is not a checkpoint"):
+            ckpt.save(state, step=2)
+        restored, _ = ckpt.restore(state)
+        np.testing.assert_array_equal(np.asarray(restored["w"]), [30.0, 31.0, 32.0])
+    with rj.Checkpoints(tmp_path, max_to_keep=1) as again:
+        assert again.steps == [30]
+        again.save(state, step=40)
+    assert sorted(os.listdir(tmp_path)) == ["1", "2", "3", "40"]
+    for name in ("1", "2", "3"):
+        assert os.listdir(tmp_path / name) == ["notes.txt"]
+        assert (tmp_path / name / "notes.txt").read_text() == f"folder {name}"
+
+
+def test_directory_must_be_a_directory_that_can_be_created(tmp_path):
+    plain = tmp_path / "afile"
+    plain.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match=r"directory: expected a directory .*got an existing file .*afile"):
+        rj.Checkpoints(plain)
+    with pytest.raises(OSError, match=r"directory: cannot create the checkpoint directory .*afile/ck"):
+        rj.Checkpoints(plain / "ck")
+    assert plain.read_text() == "not a directory"
+
+
+def test_meta_that_is_not_json_is_refused_before_anything_is_written(tmp_path):
+    with rj.Checkpoints(tmp_path / "ck") as ckpt:
+        with pytest.raises(TypeError, match=r"meta: expected a JSON-serialisable dict, got \{'f': <object"):
+            ckpt.save({"w": jnp.ones(3)}, step=1, meta={"f": object()})
+        ckpt.wait()
+        assert ckpt.steps == [] and os.listdir(tmp_path / "ck") == []
+
+
+def test_restore_casts_between_floats_but_refuses_another_dtype_kind(tmp_path):
+    saved = {"w": jnp.array([1.5, -2.25, 3.0]), "n": jnp.int32(7), "key": jax.random.key(3)}
+    with rj.Checkpoints(tmp_path) as ckpt:
+        ckpt.save(saved, step=1)
+        as_bf16 = dict(saved, w=jnp.zeros(3, jnp.bfloat16), key=jax.random.key(0))
+        restored, _ = ckpt.restore(as_bf16)  # the documented cast: exact in bfloat16
+        assert restored["w"].dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(restored["w"], np.float32), [1.5, -2.25, 3.0])
+        with pytest.raises(ValueError, match=r"1 difference: w: checkpoint dtype float32 \(floating\), "
+                           r"template dtype int32 \(signed integer\)"):
+            ckpt.restore(dict(saved, w=jnp.zeros(3, jnp.int32)))
+        with pytest.raises(ValueError, match=r"n: checkpoint dtype int32 \(signed integer\), template dtype bool"):
+            ckpt.restore(dict(saved, n=jnp.bool_(False)))
+        with pytest.raises(ValueError, match=r"key: checkpoint dtype uint32 \(unsigned integer\), "
+                           r"template dtype float32"):
+            ckpt.restore(dict(saved, key=jnp.zeros(2)))
