@@ -61,21 +61,54 @@ def _parse_csv_value(text: str) -> int | float | None:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The rows of a metrics file written by :class:`MetricsLog` (JSONL or CSV).
 
-    An incomplete last line (a run killed mid-write) is ignored.
+    An incomplete last line (a run killed mid-write) is ignored. A file that is not such a log
+    (a row that is not a JSON object with an integer ``"step"``, a CSV file without a ``step``
+    column or with a value that is not a number) is a ValueError naming the file and line.
     """
     path = os.fspath(path)
     fmt = _format(path)
-    with open(path, newline="") as f:
-        text = f.read()
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"path: expected a metrics log (UTF-8 text), got {path!r}, a binary file") from None
     complete = text[: text.rfind("\n") + 1]  # drop a partial last line
-    if fmt == "jsonl":
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
-    reader = csv.DictReader(io.StringIO(complete))
     rows = []
+    if fmt == "jsonl":
+        for n, line in enumerate(complete.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            rows.append(_checked_row(path, n, line, row))
+        return rows
+    reader = csv.DictReader(io.StringIO(complete))
+    if reader.fieldnames is not None and "step" not in reader.fieldnames:
+        raise ValueError(
+            f"path: expected a metrics log whose CSV header has a 'step' column, got {path!r} "
+            f"with header {reader.fieldnames!r:.200}"
+        )
     for raw in reader:
-        row = {k: _parse_csv_value(v) for k, v in raw.items()}
-        rows.append({k: v for k, v in row.items() if v is not None})
+        try:
+            row = {k: _parse_csv_value(v) for k, v in raw.items()}
+        except (ValueError, TypeError):  # a text cell, or a row longer than the header
+            row = None
+        else:
+            row = {k: v for k, v in row.items() if v is not None}
+        rows.append(_checked_row(path, reader.line_num, raw, row))
     return rows
+
+
+def _checked_row(path: str, line_no: int, line: Any, row: Any) -> dict:
+    if not (isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool)
+            and all(isinstance(v, (int, float)) for v in row.values())):
+        raise ValueError(
+            f"path: expected a metrics log (rows of numbers with an integer 'step'), got {path!r}, "
+            f"whose line {line_no} is {line!r:.120}; the file was left as it is"
+        )
+    return row
 
 
 def _format(path: str) -> str:
@@ -92,7 +125,9 @@ class MetricsLog:
       path: a ``.jsonl`` (one JSON object per line; NaN written as ``NaN``) or ``.csv`` file,
         or None to keep rows in memory only. Rows already in the file are loaded and new ones
         appended (a resumed run continues its log; see :meth:`truncate`). Each row is flushed
-        as it is written. A CSV file's columns are fixed by its first row.
+        as it is written. A CSV file's columns are fixed by its first row. An existing file
+        that is not a metrics log is a ValueError (and stays as it is); a path that cannot be
+        written is an OSError naming ``path``.
 
     >>> log = MetricsLog()
     >>> log.write(1, {"loss": jnp.array(2.5), "skipped": jnp.array(False)})
@@ -110,15 +145,25 @@ class MetricsLog:
         if self.path is None:
             return
         self._format = _format(self.path)
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.exists(self.path):
-            self.rows = read_metrics(self.path)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"path: expected a file for the metrics log, got the directory {self.path!r}")
+        parent = os.path.dirname(self.path)
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(f"path: expected a file in a directory, got {self.path!r}, under a plain file")
+        existing = os.path.exists(self.path)
+        if existing:
+            self.rows = read_metrics(self.path)  # a file that is no metrics log: ValueError, untouched
             if self._format == "csv":
                 with open(self.path, newline="") as f:
                     header = f.readline()
                 self._columns = next(csv.reader([header]), None) if header.endswith("\n") else None
-            self._rewrite()  # drops a partial last line left by a crash
-        self._open()
+        try:
+            os.makedirs(parent, exist_ok=True)
+            if existing:
+                self._rewrite()  # drops a partial last line left by a crash
+            self._open()
+        except OSError as e:
+            raise type(e)(e.errno, f"path: cannot write the metrics log {self.path!r} ({e.strerror})") from e
 
     def _open(self) -> None:
         self._file = open(self.path, "a", newline="", buffering=1)

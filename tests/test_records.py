@@ -118,3 +118,44 @@ def test_plot_errors(tmp_path):
         rj.plot_curves({"a": ([1, 2], [1.0])}, tmp_path / "a.png")
     with pytest.raises(ValueError, match=r"smoothing: expected a number in \[0, 1\)"):
         rj.plot_curves({"a": [1.0]}, tmp_path / "a.png", smoothing=1.0)
+
+
+@pytest.mark.parametrize(
+    "name, text, why",
+    [
+        ("notes.jsonl", "hello world\nnot json\n", "line 1 is 'hello world'"),
+        ("list.jsonl", "[1, 2]\n", r"line 1 is '\[1, 2\]'"),
+        ("nostep.jsonl", '{"loss": 1.0}\n', "line 1"),
+        ("text.jsonl", '{"step": 1, "note": "hi"}\n', "line 1"),
+        ("other.csv", "a,b\n1,2\n", r"CSV header has a 'step' column, got .*other.csv' with header \['a', 'b'\]"),
+        ("words.csv", "step,loss\n1,low\n", "line 2"),
+    ],
+)
+def test_an_existing_file_that_is_not_a_metrics_log_is_refused_and_kept(tmp_path, name, text, why):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"path: expected a metrics log.*{why}"):
+        rj.MetricsLog(path)
+    assert path.read_text() == text
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_a_binary_file_is_refused_and_kept(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match="path: expected a metrics log .*a binary file"):
+        rj.MetricsLog(path)
+    assert path.read_bytes() == b"\xff\xfe\x00binary"
+
+
+def test_unwritable_paths_name_the_argument(tmp_path):
+    plain = tmp_path / "afile"
+    plain.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"path: expected a file in a directory, got .*afile/m.jsonl"):
+        rj.MetricsLog(plain / "m.jsonl")
+    with pytest.raises(OSError, match=r"path: cannot write the metrics log .*afile/sub/m.jsonl"):
+        rj.MetricsLog(plain / "sub" / "m.jsonl")
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(IsADirectoryError, match="path: expected a file for the metrics log, got the directory"):
+        rj.MetricsLog(tmp_path / "d.jsonl")
+    assert plain.read_text() == "x"
