@@ -16,6 +16,9 @@ metrics log; the scans for long sequences (truncated BPTT, rematerialisation) ar
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -105,7 +108,7 @@ def make_optimizer(
     - ``clip=None``: ``optimizer(lr)``.
 
     Args:
-      learning_rate: a float or an optax schedule.
+      learning_rate: a positive number or an optax schedule (``step -> rate``).
       clip: ``"global_norm"``, ``"value"`` or None.
       threshold: the clipping threshold (> 0).
       optimizer: an optax optimiser factory taking the learning rate (``optax.adam``,
@@ -116,6 +119,7 @@ def make_optimizer(
     >>> updates["w"].shape
     (4,)
     """
+    _check_learning_rate(learning_rate)
     if clip not in _CLIPS:
         raise ValueError(f"clip: expected one of {_CLIPS}, got {clip!r}")
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
@@ -129,6 +133,36 @@ def make_optimizer(
     if clip == "value":
         return optax.chain(optax.clip(threshold), base)
     return base
+
+
+def _check_learning_rate(learning_rate: Any) -> None:
+    if callable(learning_rate):
+        return  # an optax schedule: step -> learning rate
+    value = learning_rate
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == () and np.issubdtype(value.dtype, np.number):
+        try:
+            value = value.item()  # a scalar array (not while tracing)
+        except Exception:
+            return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"learning_rate: expected a positive number or an optax schedule (step -> rate), got {learning_rate!r}"
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"learning_rate: expected a positive finite number, got {learning_rate!r}")
+
+
+def _takes(fn: Callable, n: int) -> bool | None:
+    """Whether ``fn`` accepts ``n`` positional arguments (None when it cannot be inspected)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C extensions
+        return None
+    try:
+        sig.bind(*range(n))
+    except TypeError:
+        return False
+    return True
 
 
 def _check_optimizer(optimizer: Any, name: str = "optimizer") -> None:
@@ -146,6 +180,18 @@ def _all_finite(tree: Any) -> Array:
 
 def _select(ok: Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _describe(out: Any) -> str:
+    """A user-facing name for a loss function's output (never a tracer's class name)."""
+    if isinstance(out, tuple):
+        return f"a tuple of {len(out)}"
+    shape = getattr(out, "shape", None)
+    if shape == ():
+        return "a scalar"
+    if shape is not None:
+        return f"an array of shape {tuple(shape)}"
+    return type(out).__name__
 
 
 def make_train_step(
@@ -200,13 +246,16 @@ def make_train_step(
     for name, value in (("has_aux", has_aux), ("carry", carry), ("skip_nonfinite", skip_nonfinite), ("donate", donate)):
         if not isinstance(value, bool):
             raise TypeError(f"{name}: expected a bool, got {value!r}")
+    if _takes(loss_fn, 4 if carry else 3) is False:
+        wanted = "loss_fn(params, carry, batch, key) (carry=True)" if carry else "loss_fn(params, batch, key)"
+        raise TypeError(f"loss_fn: expected a function {wanted}, got one with signature {inspect.signature(loss_fn)}")
 
     def split_output(out):
         """loss_fn's output -> (loss, (new_carry, aux))."""
         expected = "(loss, " + ("(carry, aux))" if carry and has_aux else "carry)" if carry else "aux)")
         if carry or has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"loss_fn: expected it to return {expected}, got {type(out).__name__}")
+                raise TypeError(f"loss_fn: expected it to return {expected}, got {_describe(out)}")
             loss, rest = out
             if carry and has_aux:
                 if not (isinstance(rest, tuple) and len(rest) == 2):
@@ -280,6 +329,7 @@ def fit(
     The loop, in full::
 
         if checkpoints has a checkpoint: state = restore(latest); log.truncate(state.step)
+        (no checkpoint restored, and log holds rows after state.step: ValueError)
         for i in range(state.step, num_steps):
             state, metrics = train_step(state, data(i))
             every log_every steps: log.write(i + 1, scalar metrics); show the loss on the bar
@@ -296,11 +346,15 @@ def fit(
       train_step: from :func:`make_train_step`.
       state: the initial state (also the template checkpoints are restored into).
       data: ``data(step) -> batch``.
-      num_steps: total number of steps of the run (not the number still to do).
+      num_steps: total number of steps of the run (not the number still to do); at least
+        the step of ``state`` or of the restored checkpoint.
       checkpoints: where to save and resume from, or None.
       save_every: save every this many steps (and at the end); None saves only at the end.
-      log: a :class:`MetricsLog`; rows after the resumed step (logged by an interrupted run)
-        are dropped first.
+      log: a :class:`MetricsLog`; new rows are appended. After a checkpoint is restored, the
+        rows after its step (logged by the interrupted run) are dropped first. Without a
+        restored checkpoint, a log holding rows after ``state.step`` (another run's, or a run
+        that stopped before its first checkpoint) is a ValueError: nothing in it is deleted
+        or mixed with the new run's rows.
       log_every: log (and update the bar's postfix) every this many steps; the scalar
         entries of ``metrics`` are logged.
       progress: show a progress bar (None: only when stderr is a terminal).
@@ -321,6 +375,8 @@ def fit(
         raise TypeError(f"state: expected a TrainState (see init_train_state), got {type(state).__name__}")
     if not callable(data):
         raise TypeError(f"data: expected a function data(step) -> batch, got {type(data).__name__}")
+    if _takes(data, 1) is False:
+        raise TypeError(f"data: expected a function data(step) -> batch, got one with signature {inspect.signature(data)}")
     for name, value, allow_none in (("num_steps", num_steps, False), ("save_every", save_every, True), ("log_every", log_every, False)):
         if value is None and allow_none:
             continue
@@ -332,11 +388,22 @@ def fit(
     if log is not None and not isinstance(log, MetricsLog):
         raise TypeError(f"log: expected rnnjax.MetricsLog, got {type(log).__name__}")
 
-    if checkpoints is not None and checkpoints.latest_step is not None:
+    restored = checkpoints is not None and checkpoints.latest_step is not None
+    if restored:
         state, _ = checkpoints.restore(state)
     start = int(state.step)
+    if num_steps < start:
+        where = f"the checkpoint restored from {checkpoints.directory}" if restored else "the given state"
+        raise ValueError(f"num_steps: expected at least {start}, the step of {where}, got {num_steps}")
     if log is not None:
-        log.truncate(start)
+        if restored:
+            log.truncate(start)  # rows an interrupted run logged after its last checkpoint
+        elif log.rows and log.rows[-1]["step"] > start:
+            raise ValueError(
+                f"log: {log.path or 'the log'} already holds {len(log.rows)} rows up to step "
+                f"{log.rows[-1]['step']}, and the run starts at step {start} with no checkpoint restored; "
+                "use a new file (or pass the checkpoints of the run that wrote it, to resume it)"
+            )
     with progress_bar(max(num_steps, start), initial=start, enabled=progress) as bar:
         for i in range(start, num_steps):
             state, metrics = train_step(state, data(i))

@@ -1,5 +1,6 @@
 """Train step, clipping recipes, non-finite guard, truncated BPTT and rematerialised scans."""
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -471,3 +472,98 @@ def test_remat_scan_needs_far_less_memory_than_scan():
     plain = measure(400, 2, 16, 4, remat=False)
     remat = measure(400, 2, 16, 4, remat=True)
     assert remat["temp"] < plain["temp"] / 4
+
+
+def _fit_setup():
+    opt = rj.make_optimizer(0.1)
+    step = rj.make_train_step(lambda p, batch, key: jnp.sum((p - batch) ** 2), opt)
+    fresh = lambda: rj.init_train_state(jnp.zeros(2), opt, jax.random.key(0))
+    return step, fresh, lambda i: jnp.ones(2)
+
+
+def test_fit_never_deletes_or_mixes_into_another_runs_log(tmp_path):
+    step, fresh, data = _fit_setup()
+    path = tmp_path / "m.jsonl"
+    with rj.MetricsLog(path) as log:
+        rj.fit(step, fresh(), data, 2, log=log)
+    before = path.read_text()
+    assert [r["step"] for r in rj.read_metrics(path)] == [1, 2]
+    # A new run from step 0 into that log, with no checkpoint (or an empty checkpoint folder).
+    for checkpoints in (None, rj.Checkpoints(tmp_path / "ck")):
+        with rj.MetricsLog(path) as log:
+            with pytest.raises(ValueError, match=r"log: .*m.jsonl already holds 2 rows up to step 2, and the run "
+                               r"starts at step 0 with no checkpoint restored"):
+                rj.fit(step, fresh(), data, 3, log=log, checkpoints=checkpoints)
+        assert path.read_text() == before
+        if checkpoints is not None:
+            assert checkpoints.steps == []
+            checkpoints.close()
+    # A state already at step 2 continues the log: rows are appended.
+    state = rj.fit(step, fresh(), data, 2)
+    with rj.MetricsLog(path) as log:
+        rj.fit(step, state, data, 4, log=log)
+    assert [r["step"] for r in rj.read_metrics(path)] == [1, 2, 3, 4]
+
+
+def test_fit_num_steps_below_the_start_step_is_an_error(tmp_path):
+    step, fresh, data = _fit_setup()
+    state = rj.fit(step, fresh(), data, 3)
+    with pytest.raises(ValueError, match=r"num_steps: expected at least 3, the step of the given state, got 2"):
+        rj.fit(step, state, data, 2)
+    same = rj.fit(step, state, data, 3)  # equal: nothing to do
+    assert int(same.step) == 3
+    with rj.Checkpoints(tmp_path / "ck") as ckpt:
+        rj.fit(step, fresh(), data, 4, checkpoints=ckpt)
+        with pytest.raises(ValueError, match=r"num_steps: expected at least 4, the step of the checkpoint "
+                           r"restored from .*ck, got 1"):
+            rj.fit(step, fresh(), data, 1, checkpoints=ckpt)
+        assert ckpt.steps == [4]
+
+
+@pytest.mark.parametrize(
+    "learning_rate, error, message",
+    [
+        ("0.01", TypeError, "learning_rate: expected a positive number or an optax schedule.*got '0.01'"),
+        (True, TypeError, "learning_rate: expected a positive number.*got True"),
+        (None, TypeError, "learning_rate: expected a positive number.*got None"),
+        (0.0, ValueError, "learning_rate: expected a positive finite number, got 0.0"),
+        (-1e-3, ValueError, "learning_rate: expected a positive finite number, got -0.001"),
+        (float("nan"), ValueError, "learning_rate: expected a positive finite number, got nan"),
+        (jnp.array(-0.5), ValueError, "learning_rate: expected a positive finite number"),
+    ],
+)
+def test_make_optimizer_checks_the_learning_rate(learning_rate, error, message):
+    with pytest.raises(error, match=message):
+        rj.make_optimizer(learning_rate)
+
+
+@pytest.mark.parametrize("learning_rate", [1, 0.5, np.float32(0.5), jnp.array(0.5), optax.constant_schedule(0.5)])
+def test_make_optimizer_accepts_numbers_and_schedules(learning_rate):
+    opt = rj.make_optimizer(learning_rate, clip=None, optimizer=optax.sgd)
+    grads = {"w": jnp.array([2.0, -4.0])}
+    updates, _ = opt.update(grads, opt.init(grads))
+    np.testing.assert_allclose(np.asarray(updates["w"]), -float(learning_rate if not callable(learning_rate)
+                                                                else 0.5) * np.array([2.0, -4.0]))
+
+
+def test_user_functions_with_the_wrong_arguments_are_named():
+    opt = rj.make_optimizer(0.1)
+    state = rj.init_train_state(jnp.zeros(2), opt, jax.random.key(0))
+    with pytest.raises(TypeError, match=r"loss_fn: expected a function loss_fn\(params, batch, key\), "
+                       r"got one with signature \(p, b\)"):
+        rj.make_train_step(lambda p, b: jnp.sum(p), opt)
+    with pytest.raises(TypeError, match=r"loss_fn: expected a function loss_fn\(params, carry, batch, key\) "
+                       r"\(carry=True\), got one with signature \(p, b, k\)"):
+        rj.make_train_step(lambda p, b, k: jnp.sum(p), opt, carry=True)
+    # *args, defaults and partials that leave the right arguments are fine
+    rj.make_train_step(lambda *args: jnp.sum(args[0]), opt)
+    rj.make_train_step(lambda p, b, k, scale=2.0: scale * jnp.sum(p), opt)
+    rj.make_train_step(functools.partial(lambda s, p, b, k: s * jnp.sum(p), 2.0), opt)
+    step = rj.make_train_step(lambda p, b, k: jnp.sum(p ** 2), opt)
+    with pytest.raises(TypeError, match=r"data: expected a function data\(step\) -> batch, got one with signature \(\)"):
+        rj.fit(step, state, lambda: None, 2)
+    with pytest.raises(TypeError, match=r"loss_fn: expected it to return \(loss, aux\), got a scalar"):
+        rj.make_train_step(lambda p, b, k: jnp.sum(p), opt, has_aux=True)(state, None)
+    with pytest.raises(TypeError, match=r"loss_fn: expected it to return \(loss, carry\), got an array of shape \(2,\)"):
+        carry_state = rj.init_train_state(jnp.zeros(2), opt, jax.random.key(0), carry=jnp.zeros(2))
+        rj.make_train_step(lambda p, c, b, k: p, opt, carry=True)(carry_state, None)
