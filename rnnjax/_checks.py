@@ -7,6 +7,7 @@ what was given. They look only at static shapes and dtypes, so they cost nothing
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
@@ -77,3 +78,17 @@ def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str
                 f"got min {values.min()} and max {values.max()}"
             )
     return jnp.asarray(lengths)
+
+
+def takes_positional(fn: Any, n: int) -> bool | None:
+    """Whether ``fn`` accepts ``n`` positional arguments (None when it cannot be inspected)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C extensions
+        return None
+    try:
+        sig.bind(*range(n))
+    except TypeError:
+        return False
+    return True
+

@@ -18,6 +18,7 @@ all ``T`` gradients.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, check_lengths, shape_str
+from rnnjax._checks import check_array, check_lengths, shape_str, takes_positional
 from rnnjax.scan import scan
 
 Array = jax.Array
@@ -135,6 +136,10 @@ def gradient_flow(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a function loss_fn(ys, final_carry), got {type(loss_fn).__name__}")
+    if takes_positional(loss_fn, 2) is False:
+        raise TypeError(
+            f"loss_fn: expected a function loss_fn(ys, final_carry), got one with signature {inspect.signature(loss_fn)}"
+        )
     if truncate is not None and (
         not isinstance(truncate, (int, np.integer)) or isinstance(truncate, bool) or truncate < 1
     ):

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnjax._checks import takes_positional
 from rnnjax._train_scan import chunk_stream, remat_scan, truncated_scan
 from rnnjax.checkpoint import Checkpoints
 from rnnjax.records import MetricsLog, progress_bar
@@ -152,19 +153,6 @@ def _check_learning_rate(learning_rate: Any) -> None:
         raise ValueError(f"learning_rate: expected a positive finite number, got {learning_rate!r}")
 
 
-def _takes(fn: Callable, n: int) -> bool | None:
-    """Whether ``fn`` accepts ``n`` positional arguments (None when it cannot be inspected)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins and C extensions
-        return None
-    try:
-        sig.bind(*range(n))
-    except TypeError:
-        return False
-    return True
-
-
 def _check_optimizer(optimizer: Any, name: str = "optimizer") -> None:
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(
@@ -246,7 +234,7 @@ def make_train_step(
     for name, value in (("has_aux", has_aux), ("carry", carry), ("skip_nonfinite", skip_nonfinite), ("donate", donate)):
         if not isinstance(value, bool):
             raise TypeError(f"{name}: expected a bool, got {value!r}")
-    if _takes(loss_fn, 4 if carry else 3) is False:
+    if takes_positional(loss_fn, 4 if carry else 3) is False:
         wanted = "loss_fn(params, carry, batch, key) (carry=True)" if carry else "loss_fn(params, batch, key)"
         raise TypeError(f"loss_fn: expected a function {wanted}, got one with signature {inspect.signature(loss_fn)}")
 
@@ -375,7 +363,7 @@ def fit(
         raise TypeError(f"state: expected a TrainState (see init_train_state), got {type(state).__name__}")
     if not callable(data):
         raise TypeError(f"data: expected a function data(step) -> batch, got {type(data).__name__}")
-    if _takes(data, 1) is False:
+    if takes_positional(data, 1) is False:
         raise TypeError(f"data: expected a function data(step) -> batch, got one with signature {inspect.signature(data)}")
     for name, value, allow_none in (("num_steps", num_steps, False), ("save_every", save_every, True), ("log_every", log_every, False)):
         if value is None and allow_none:

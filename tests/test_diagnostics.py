@@ -136,6 +136,8 @@ def test_argument_errors(linear):
     loss = lambda ys, h: jnp.sum(h)
     with pytest.raises(TypeError, match="loss_fn: expected a function"):
         rj.gradient_flow(linear_step, params, carry, xs, None)
+    with pytest.raises(TypeError, match=r"loss_fn: expected a function loss_fn\(ys, final_carry\), got one with signature \(ys\)"):
+        rj.gradient_flow(linear_step, params, carry, xs, lambda ys: jnp.sum(ys))
     with pytest.raises(TypeError, match="loss_fn: expected a scalar loss"):
         rj.gradient_flow(linear_step, params, carry, xs, lambda ys, h: h)
     with pytest.raises(ValueError, match=r"carry: expected a leaf starting with the batch axes \[3\]"):
