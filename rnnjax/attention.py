@@ -495,7 +495,15 @@ def seq2seq(
     def check_sizes(key) -> tuple[int, int]:
         """``(K, H)`` from shapes alone; a decoder or attention that does not fit raises here."""
         probe = jax.eval_shape(lambda k: draw(k, 1, 1)._replace(out=None), key)
-        state = jax.eval_shape(lambda p: encode(p, jnp.zeros((1, 1), jnp.int32)), probe)
+        try:
+            state = jax.eval_shape(lambda p: encode(p, jnp.zeros((1, 1), jnp.int32)), probe)
+        except (ValueError, TypeError) as e:
+            e.add_note(
+                "(raised by seq2seq.init checking the parts on a probe batch of one one-token source "
+                "sequence: the encoder's outputs are the attention's memory, so the attention's key "
+                "size must equal the encoder's output size)"
+            )
+            raise
         context_size = state.memory.shape[-1]
         try:
             _, y = jax.eval_shape(decoder.step, probe.decoder, decoder.initial_carry((1,)),

@@ -192,3 +192,11 @@ def test_a_step_returning_only_the_carry_is_named():
         rj.scan(lambda p, c, x: c, None, h, jnp.ones((T, B, I)))
     with pytest.raises(TypeError, match=r"step: expected it to return \(carry, y\), got a tuple of 3"):
         rj.scan(lambda p, c, x: (c, c, c), None, h, jnp.ones((T, B, I)))
+
+
+def test_seq2seq_attention_key_size_mismatch_is_explained_at_init():
+    model = rj.seq2seq(rj.lstm(8, 6), rj.stack(rj.lstm(14, 6)), src_vocab=10, tgt_vocab=12, embed_size=8,
+                       attention=rj.additive_attention(6, 7, 5))
+    with pytest.raises(ValueError, match=r"memory: expected shape \[\*batch, S, 7\]") as info:
+        model.init(jax.random.key(0))
+    assert any("the attention's key size must equal the encoder's output size" in n for n in info.value.__notes__)
