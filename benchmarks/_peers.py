@@ -40,12 +40,9 @@ def _lengths(size: Size, seed: int = 1):
     return lengths.astype(np.int32)
 
 
-def _jax_runner(loss: Callable, params, xs, mode: str, jit=jax.jit) -> Callable[[], None]:
-    """``loss(params, xs) -> (scalar, ys)``; train = grad of the scalar, infer = ys."""
-    if mode == "train":
-        fn = jit(jax.grad(lambda p, x: loss(p, x)[0]))
-    else:
-        fn = jit(lambda p, x: loss(p, x)[1])
+def _jax_runner(forward: Callable, params, xs, mode: str, *, jit=jax.jit, grad=jax.grad) -> Callable[[], None]:
+    """``forward(params, xs) -> ys``; train = gradient of ``mean(ys**2)``, infer = ys."""
+    fn = jit(grad(lambda p, x: _mse(forward(p, x)))) if mode == "train" else jit(forward)
     xs = jnp.asarray(xs)
     return lambda: jax.block_until_ready(fn(params, xs))
 
@@ -64,11 +61,11 @@ def rnnjax_entry(kind: str, size: Size, mode: str):
     params = cell.init(jax.random.key(0))
     carry = cell.initial_carry((size.batch,))
 
-    def loss(p, xs):
+    def forward(p, xs):
         _, ys = rj.scan(cell.step, p, carry, xs)
-        return _mse(ys), ys
+        return ys
 
-    return _jax_runner(loss, params, _data(size), mode)
+    return _jax_runner(forward, params, _data(size), mode)
 
 
 def rnnjax_deep_bi_model(size: Size):
@@ -86,11 +83,11 @@ def rnnjax_deep_bi(size: Size, mode: str):
     params = model.init(jax.random.key(0))
     lengths = jnp.asarray(_lengths(size))
 
-    def loss(p, xs):
+    def forward(p, xs):
         _, ys = model.apply(p, xs, lengths=lengths)
-        return _mse(ys), ys
+        return ys
 
-    return _jax_runner(loss, params, _data(size), mode)
+    return _jax_runner(forward, params, _data(size), mode)
 
 
 # ----------------------------------------------------------------------------- flax linen
@@ -107,11 +104,10 @@ def linen_entry(cell_name: str):
         xs = _data(size)
         variables = model.init(jax.random.key(0), xs)
 
-        def loss(v, x):
-            ys = model.apply(v, x)
-            return _mse(ys), ys
+        def forward(v, x):
+            return model.apply(v, x)
 
-        return _jax_runner(loss, variables, xs, mode)
+        return _jax_runner(forward, variables, xs, mode)
 
     return build
 
@@ -133,11 +129,10 @@ def linen_deep_bi(size: Size, mode: str):
     model, xs, lengths = Deep(), _data(size), jnp.asarray(_lengths(size))
     variables = model.init(jax.random.key(0), xs, lengths)
 
-    def loss(v, x):
-        ys = model.apply(v, x, lengths)
-        return _mse(ys), ys
+    def forward(v, x):
+        return model.apply(v, x, lengths)
 
-    return _jax_runner(loss, variables, xs, mode)
+    return _jax_runner(forward, variables, xs, mode)
 
 
 # -------------------------------------------------------------------------------- flax nnx
@@ -148,11 +143,10 @@ def _nnx_runner(module, xs, mode: str, **call_kwargs):
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
-    def loss(p, x):
-        ys = nnx.merge(graphdef, p, rest)(x, **call_kwargs)
-        return _mse(ys), ys
+    def forward(p, x):
+        return nnx.merge(graphdef, p, rest)(x, **call_kwargs)
 
-    return _jax_runner(loss, params, xs, mode)
+    return _jax_runner(forward, params, xs, mode)
 
 
 def _nnx_cell(kind: str, in_features: int, size: Size, rngs):
@@ -212,20 +206,15 @@ def equinox_entry(kind: str, size: Size, mode: str):
     zeros = jnp.zeros((size.batch, size.hidden))
     carry = (zeros, zeros) if kind == "lstm" else zeros
 
-    def loss(cell, xs):
+    def forward(cell, xs):
         def step(c, x):
             c = jax.vmap(cell)(x, c)
             return c, (c[0] if kind == "lstm" else c)
 
         _, ys = lax.scan(step, carry, xs)
-        return _mse(ys), ys
+        return ys
 
-    if mode == "train":
-        fn = eqx.filter_jit(eqx.filter_grad(lambda c, x: loss(c, x)[0]))
-    else:
-        fn = eqx.filter_jit(lambda c, x: loss(c, x)[1])
-    xs = jnp.asarray(_data(size))
-    return lambda: jax.block_until_ready(fn(cell, xs))
+    return _jax_runner(forward, cell, _data(size), mode, jit=eqx.filter_jit, grad=eqx.filter_grad)
 
 
 # ---------------------------------------------------------------------------------- haiku
@@ -234,20 +223,14 @@ def equinox_entry(kind: str, size: Size, mode: str):
 def haiku_entry(kind: str, size: Size, mode: str):
     import haiku as hk
 
-    def forward(xs):
+    def unroll(xs):
         core = {"lstm": hk.LSTM, "gru": hk.GRU, "elman": hk.VanillaRNN}[kind](size.hidden)
         ys, _ = hk.dynamic_unroll(core, xs, core.initial_state(size.batch), time_major=True)
         return ys
 
-    model = hk.without_apply_rng(hk.transform(forward))
+    model = hk.without_apply_rng(hk.transform(unroll))
     xs = _data(size)
-    params = model.init(jax.random.key(0), xs)
-
-    def loss(p, x):
-        ys = model.apply(p, x)
-        return _mse(ys), ys
-
-    return _jax_runner(loss, params, xs, mode)
+    return _jax_runner(model.apply, model.init(jax.random.key(0), xs), xs, mode)
 
 
 # ---------------------------------------------------------------------------------- torch

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from rnnjax._checks import steps_mask
 from rnnjax.cells import (
     ElmanParams,
     GRUParams,
@@ -332,7 +333,7 @@ def fused_scan(kind, params, carry, xs: Array, lengths: Array | None, reverse: b
     x2 = xs.reshape((num_steps, n, xs.shape[-1]))
     valid = None
     if lengths is not None:
-        valid = jnp.arange(num_steps)[:, None] < lengths.reshape((1, n))  # [T, B]
+        valid = steps_mask(lengths.reshape((n,)), num_steps)  # [T, B]
     if kind == "lstm":
         (h, c), ys = _lstm(reverse, unroll, params, flat(carry.h), flat(carry.c), x2, valid)
         new_carry = LSTMState(unflat(h), unflat(c))
