@@ -92,3 +92,57 @@ def takes_positional(fn: Any, n: int) -> bool | None:
         return False
     return True
 
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """An int ``>= minimum`` (``None`` too with ``allow_none``); returns it as a Python int.
+
+    The message reads "a positive int" for ``minimum == 1`` and "an int >= m" otherwise.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name}: expected {what}{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def check_sizes(**sizes: Any) -> None:
+    """Each keyword (e.g. ``input_size=8, hidden_size=32``) must be a positive int."""
+    for name, value in sizes.items():
+        check_int(name, value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+def check_rate(name: str, rate: Any) -> float:
+    """A dropout-style rate in ``[0, 1)``."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name}: expected a float in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+def _is_dim(d: Any) -> bool:
+    """A batch dimension: a non-negative int, or a symbolic dimension of ``jax.export``."""
+    if isinstance(d, bool):
+        return False
+    if isinstance(d, (int, np.integer)):
+        return d >= 0
+    return _symbolic(d)
+
+
+def _symbolic(d: Any) -> bool:
+    return jax.export.is_symbolic_dim(d)
+
+
+def check_batch_shape(batch_shape: Any) -> tuple:
+    """``batch_shape`` (an int, or a tuple/list of ints or symbolic dims) as a tuple."""
+    if isinstance(batch_shape, (int, np.integer)) and not isinstance(batch_shape, bool):
+        batch_shape = (batch_shape,)
+    if not isinstance(batch_shape, (tuple, list)) or not all(_is_dim(d) for d in batch_shape):
+        raise TypeError(f"batch_shape: expected a tuple of ints such as (4,), got {batch_shape!r}")
+    return tuple(d if _symbolic(d) else int(d) for d in batch_shape)
