@@ -121,12 +121,29 @@ def test_lstm_gradient_flow_equals_gradients_of_a_plain_loop_started_at_each_ste
     np.testing.assert_allclose(np.asarray(got), np.stack(expected), rtol=1e-5, atol=1e-7)
 
 
-def test_plot_gradient_flow(tmp_path, linear):
+def test_plot_gradient_flow_draws_medians_bands_on_a_log_axis(tmp_path, linear, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures, real_savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), real_savefig(self, *a, **k))[1])
     params, xs, carry = linear
-    norms = rj.state_jacobian_norms(linear_step, params, carry, xs, lengths=LENGTHS)
+    norms = np.asarray(rj.state_jacobian_norms(linear_step, params, carry, xs, lengths=LENGTHS))  # [T, B]
+    assert (norms == 0).any()  # padding: exactly zero, cannot be drawn on a log axis
     path = rj.plot_gradient_flow({"linear": norms, "other": 2 * norms}, tmp_path / "flow.png", title="flow")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_title() == "flow" and ax.get_xlabel() == "time step t"
+    positive = np.where(norms > 0, norms, np.nan)
+    for line, scale in zip(ax.lines, (1, 2), strict=True):  # the median over the batch of the nonzero norms
+        np.testing.assert_allclose(line.get_xdata(), np.arange(T))
+        np.testing.assert_allclose(line.get_ydata(), scale * np.nanmedian(positive, 1), rtol=1e-6)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["linear", "other"]
+    band = ax.collections[0].get_paths()[0].vertices  # the min-max band of the first curve
+    for t in range(T):
+        ys = band[np.isclose(band[:, 0], t), 1]
+        np.testing.assert_allclose([ys.min(), ys.max()], [np.nanmin(positive[t]), np.nanmax(positive[t])], rtol=1e-6)
     with pytest.raises(ValueError, match="path: expected a file ending in .png"):
         rj.plot_gradient_flow(norms, tmp_path / "flow.svg")
 

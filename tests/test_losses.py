@@ -160,7 +160,14 @@ def test_argument_errors(data, call, exc, match):
         call(logits, labels)
 
 
-def test_labels_out_of_range_only_at_padding_is_accepted(data):
+def test_labels_out_of_range_only_at_padding_are_accepted_and_ignored(data):
+    """Out-of-range ids at padding raise nothing and change nothing: the loss is the NumPy mean
+    over the valid steps, as with clean labels; one bad id at a valid step is still refused."""
     logits, labels = data
     _, dirty_labels = with_garbage_padding(logits, labels, LENGTHS)
-    rj.sequence_cross_entropy(logits, dirty_labels, lengths=LENGTHS)  # no error
+    got = rj.sequence_cross_entropy(logits, dirty_labels, lengths=LENGTHS)
+    lp = np_log_softmax(np.asarray(logits, np.float64))
+    terms = [-lp[t, b, int(labels[t, b])] for b in range(B) for t in range(LENGTHS[b])]
+    np.testing.assert_allclose(float(got), np.mean(terms), rtol=1e-6)
+    with pytest.raises(ValueError, match="labels: expected ids"):
+        rj.sequence_cross_entropy(logits, dirty_labels.at[1, 0].set(V), lengths=LENGTHS)

@@ -93,12 +93,41 @@ def test_progress_bar_is_silent_off_a_terminal(capsys):
         rj.progress_bar(-1)
 
 
-def test_plot_curves_writes_a_png(tmp_path):
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib figures saved during the test, in order (they are saved as usual too)."""
+    from matplotlib.figure import Figure
+
+    figures, real_savefig = [], Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        figures.append(self)
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figures
+
+
+def debiased_ema(values, s):
+    """TensorBoard's smoothing written out: a weighted mean of the finite points so far with
+    weights (1 - s) s^(n - k), normalised by their sum (NaN before the first finite point)."""
+    out = []
+    for n in range(len(values)):
+        pts = [(k, v) for k, v in enumerate(values[: n + 1]) if math.isfinite(v)]
+        m = len(pts)
+        weights = [(1 - s) * s ** (m - 1 - r) for r in range(m)]
+        out.append(sum(w * v for w, (_, v) in zip(weights, pts)) / sum(weights) if pts else float("nan"))
+    return np.array(out)
+
+
+def test_plot_curves_draws_the_series_their_smoothing_and_a_log_axis(tmp_path, saved_figures):
     log = rj.MetricsLog()
     for n in range(1, 30):
         log.write(n, {"loss": 1.0 / n + (0.1 if n % 2 else 0.0)})
+    steps, loss = log.series("loss")
+    plain = [3.0, float("nan"), 1.0]
     path = rj.plot_curves(
-        {"train": log.series("loss"), "plain": [3.0, float("nan"), 1.0]}, tmp_path / "plots" / "loss.png",
+        {"train": (steps, loss), "plain": plain}, tmp_path / "plots" / "loss.png",
         logy=True, smoothing=0.6, title="loss", ylabel="loss",
     )
     with open(path, "rb") as f:
@@ -106,7 +135,26 @@ def test_plot_curves_writes_a_png(tmp_path):
     import matplotlib
 
     assert matplotlib.get_backend().lower() != "tkagg"  # no interactive backend was pulled in
-    assert os.path.getsize(path) > 1000
+    (fig,) = saved_figures
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log" and ax.get_title() == "loss"
+    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "loss"
+    raw_train, smooth_train, raw_plain, smooth_plain = ax.lines
+    # each series: the raw values faintly, the smoothed ones over them in the same colour, labelled
+    np.testing.assert_allclose(raw_train.get_xdata(), steps)
+    np.testing.assert_allclose(raw_train.get_ydata(), loss)
+    np.testing.assert_allclose(smooth_train.get_ydata(), debiased_ema(list(loss), 0.6), rtol=1e-12)
+    np.testing.assert_allclose(raw_plain.get_xdata(), [0, 1, 2])
+    np.testing.assert_array_equal(np.isnan(raw_plain.get_ydata()), [False, True, False])  # a gap, not a point
+    np.testing.assert_allclose(smooth_plain.get_ydata(), [3.0, 3.0, (0.24 * 3 + 0.4 * 1) / 0.64])  # NaN skipped
+    assert raw_train.get_alpha() == 0.25 and smooth_train.get_alpha() is None
+    assert raw_train.get_color() == smooth_train.get_color() != raw_plain.get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "plain"]
+    # without smoothing: one line per series, linear axis, and no legend for a single series
+    rj.plot_curves({"only": plain}, tmp_path / "plain.png")
+    (line,) = saved_figures[1].axes[0].lines
+    np.testing.assert_array_equal(line.get_ydata(), plain)
+    assert saved_figures[1].axes[0].get_yscale() == "linear" and saved_figures[1].axes[0].get_legend() is None
 
 
 def test_plot_errors(tmp_path):

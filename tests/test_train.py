@@ -187,6 +187,8 @@ def test_stream_training_passes_the_carry_between_chunks(elman_setup):
 
 
 def test_nonfinite_carry_is_reset_to_zeros(elman_setup):
+    """A NaN in one sequence makes the step non-finite: params stay, and the whole carry (every
+    sequence: it is checked as one tree) restarts from zeros, from which the next step goes on."""
     cell, params, xs, carry0 = elman_setup
 
     def loss(p, carry, batch, key):
@@ -196,11 +198,17 @@ def test_nonfinite_carry_is_reset_to_zeros(elman_setup):
     opt = optax.sgd(0.1)
     step = rj.make_train_step(loss, opt, carry=True)
     state = rj.init_train_state(params, opt, jax.random.key(0), carry=carry0)
-    state, m = step(state, xs.at[0, 0, 0].set(jnp.nan))
+    state, m = step(state, xs.at[0, 0, 0].set(jnp.nan))  # NaN in sequence 0 only
     assert bool(m["skipped"])
-    np.testing.assert_array_equal(np.asarray(state.carry[0]), np.zeros(H))  # was NaN: reset
-    assert np.all(np.isfinite(np.asarray(state.carry[1])))                 # stayed finite: kept
-    np.testing.assert_array_equal(np.asarray(state.carry), np.asarray(jnp.where(jnp.isfinite(state.carry).all(), state.carry, 0)))
+    np.testing.assert_array_equal(np.asarray(state.carry), np.zeros((B, H)))
+    for got, start in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(start))  # the step was not applied
+    # the next, clean step starts from the zero carry: its carry is a plain scan's from zeros
+    state, m = step(state, xs)
+    assert not bool(m["skipped"])
+    reference, _ = rj.scan(cell.step, params, jnp.zeros((B, H)), xs)
+    assert not np.allclose(np.asarray(reference), 0.0)
+    np.testing.assert_allclose(np.asarray(state.carry), np.asarray(reference), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------- argument checks
