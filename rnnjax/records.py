@@ -3,15 +3,20 @@
 All of it is quiet when not attached to a terminal (tests, batch jobs): the progress bar
 shows only when stderr is a TTY, logs go to files, and plots are drawn with Matplotlib's Agg
 canvas straight to PNG (no window, no global pyplot state).
+
+A log file has one writer at a time: :class:`MetricsLog` holds an exclusive lock on it while
+open, and :func:`read_metrics` only reads, so a running job's log can be looked at safely.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +27,77 @@ import tqdm
 __all__ = ["MetricsLog", "plot_curves", "progress_bar", "read_metrics"]
 
 _FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
+
+try:  # POSIX; elsewhere files are not locked (one writer per file is then up to the user)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``path`` (a small file holding the holder's pid and host).
+
+    ``acquire`` fails at once with ``BlockingIOError`` when another open lock holds it (another
+    process, or another object in this process); the kernel drops the lock when its holder
+    dies, even by ``SIGKILL``, so a stale file never blocks. ``release`` removes the file.
+    Without ``fcntl`` (not POSIX) nothing is locked.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or fcntl is None
+
+    def holder(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                text = f.read().split()
+        except OSError:
+            text = []
+        if len(text) >= 2:
+            return f"process {text[0]} on {text[1]}"
+        return "another process (pid not yet written)"
+
+    def acquire(self, busy: str) -> None:
+        """Take the lock; ``busy`` is the message when it is held (``{holder}`` is filled in)."""
+        if self.held:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise BlockingIOError(errno.EWOULDBLOCK, busy.format(holder=self.holder())) from None
+                raise
+            try:  # the holder may have removed the file between our open and our flock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            self._fd = fd
+            return
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # before unlocking: nobody can lock this file once it is gone
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __del__(self):
+        self.release()
 
 
 def progress_bar(total: int, *, initial: int = 0, desc: str | None = None, enabled: bool | None = None) -> tqdm.tqdm:
@@ -64,8 +140,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     An incomplete last line (a run killed mid-write) is ignored. A file that is not such a log
     (a row that is not a JSON object with an integer ``"step"``, a CSV file without a ``step``
     column or with a value that is not a number) is a ValueError naming the file and line.
+    Reading never changes the file, and works while a :class:`MetricsLog` is writing it.
     """
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     fmt = _format(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -123,11 +200,21 @@ class MetricsLog:
 
     Args:
       path: a ``.jsonl`` (one JSON object per line; NaN written as ``NaN``) or ``.csv`` file,
-        or None to keep rows in memory only. Rows already in the file are loaded and new ones
-        appended (a resumed run continues its log; see :meth:`truncate`). Each row is flushed
-        as it is written. A CSV file's columns are fixed by its first row. An existing file
-        that is not a metrics log is a ValueError (and stays as it is); a path that cannot be
-        written is an OSError naming ``path``.
+        or None to keep rows in memory only (``~`` is expanded). Rows already in the file are
+        loaded and new ones appended (a resumed run continues its log; see :meth:`truncate`).
+        Each row is written to the file as it is logged. A CSV file's columns are fixed by its
+        first row. An existing file that is not a metrics log is a ValueError (and stays as it
+        is); a path that cannot be written is an OSError naming ``path``.
+
+    One writer per file: while open, the log holds an exclusive lock (an ``flock`` on
+    ``path + ".lock"``, a file holding the writer's pid, removed on :meth:`close`). A second
+    ``MetricsLog`` on the same file, in this process or another, raises ``BlockingIOError``
+    naming the holder's process id instead of truncating or interleaving the rows of the one
+    that writes; use :func:`read_metrics` to look at a running job's log. The lock is released
+    by the kernel when its holder dies, even by ``SIGKILL``. (Without ``fcntl``, i.e. not on a
+    POSIX system, files are not locked.) A row the file could not take (a full disk) is an
+    OSError naming ``path``; the partial line is removed from the file and the row is not kept
+    in :attr:`rows`, so memory and file stay equal.
 
     >>> log = MetricsLog()
     >>> log.write(1, {"loss": jnp.array(2.5), "skipped": jnp.array(False)})
@@ -138,10 +225,11 @@ class MetricsLog:
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
-        self.path = None if path is None else os.path.abspath(os.fspath(path))
+        self.path = None if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
         self.rows: list[dict] = []
         self._columns: list[str] | None = None
         self._file = None
+        self._lock = None
         if self.path is None:
             return
         self._format = _format(self.path)
@@ -150,23 +238,41 @@ class MetricsLog:
         parent = os.path.dirname(self.path)
         if os.path.exists(parent) and not os.path.isdir(parent):
             raise NotADirectoryError(f"path: expected a file in a directory, got {self.path!r}, under a plain file")
-        existing = os.path.exists(self.path)
-        if existing:
-            self.rows = read_metrics(self.path)  # a file that is no metrics log: ValueError, untouched
-            if self._format == "csv":
-                with open(self.path, newline="") as f:
-                    header = f.readline()
-                self._columns = next(csv.reader([header]), None) if header.endswith("\n") else None
         try:
             os.makedirs(parent, exist_ok=True)
-            if existing:
-                self._rewrite()  # drops a partial last line left by a crash
-            self._open()
+            self._lock = _WriterLock(self.path + ".lock")
+            self._lock.acquire(
+                f"path: the metrics log {self.path!r} is open for writing by {{holder}} (lock file "
+                f"{self._lock.path}); use read_metrics(path) to read it while it runs, or log to another file"
+            )
+        except BlockingIOError:
+            raise
         except OSError as e:
             raise type(e)(e.errno, f"path: cannot write the metrics log {self.path!r} ({e.strerror})") from e
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
 
-    def _open(self) -> None:
-        self._file = open(self.path, "a", newline="", buffering=1)
+    def _load(self) -> None:
+        """Under the lock: read the rows, drop a partial last line, open for appending."""
+        if os.path.exists(self.path):
+            self.rows = read_metrics(self.path)  # a file that is no metrics log: ValueError, untouched
+            with open(self.path, "rb") as f:
+                data = f.read()
+            if self._format == "csv":
+                header = data.split(b"\n", 1)[0].decode("utf-8") + "\n" if b"\n" in data else ""
+                self._columns = next(csv.reader([header]), None) if header else None
+            complete = data.rfind(b"\n") + 1
+        else:
+            complete = None
+        try:
+            self._file = open(self.path, "ab", buffering=0)
+            if complete is not None and complete < os.fstat(self._file.fileno()).st_size:
+                os.ftruncate(self._file.fileno(), complete)  # a partial last line left by a crash
+        except OSError as e:
+            raise type(e)(e.errno, f"path: cannot write the metrics log {self.path!r} ({e.strerror})") from e
 
     def _line(self, row: dict) -> str:
         if self._format == "jsonl":
@@ -180,10 +286,28 @@ class MetricsLog:
         csv.writer(out).writerow(self._columns)
         return out.getvalue()
 
+    def _append(self, text: str, step: int) -> None:
+        """Append ``text`` whole, or leave the file as it was and raise an OSError naming path."""
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)  # no partial line: the next row starts on a line of its own
+            except OSError:
+                pass
+            raise type(e)(
+                e.errno, f"path: cannot append the row of step {step} to the metrics log {self.path!r} "
+                f"({e.strerror}); the row was not logged"
+            ) from e
+
     def _rewrite(self) -> None:
         """Replace the file with the rows in memory (written aside, then renamed)."""
         tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             if self._format == "csv" and self._columns is not None:
                 f.write(self._header())
             for row in self.rows:
@@ -204,19 +328,29 @@ class MetricsLog:
             if name == "step":
                 raise ValueError("metrics: 'step' is reserved for the step number")
             row[str(name)] = _scalar(name, value)
+        if self.path is not None and self._file is None:
+            raise ValueError(f"log: the metrics log {self.path} is closed")
+        header = ""
         if self._file is not None and self._format == "csv":
-            if self._columns is None:
+            columns = self._columns
+            if columns is None:
                 self._columns = list(row)
-                self._file.write(self._header())
+                header = self._header()
             extra = [k for k in row if k not in self._columns]
             if extra:
+                self._columns = columns
                 raise ValueError(
                     f"metrics: {extra} are not columns of the CSV log {self.path} (columns {self._columns}); "
                     f"use a .jsonl log for rows with varying keys"
                 )
+            try:
+                self._append(header + self._line(row), row["step"])
+            except OSError:
+                self._columns = columns
+                raise
+        elif self._file is not None:
+            self._append(self._line(row), row["step"])
         self.rows.append(row)
-        if self._file is not None:
-            self._file.write(self._line(row))
         return row
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,16 +367,26 @@ class MetricsLog:
         kept = [r for r in self.rows if r["step"] <= step]
         if len(kept) == len(self.rows):
             return
-        self.rows = kept
-        if self._file is not None:
-            self._file.close()
-            self._rewrite()
-            self._open()
-
-    def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+            try:
+                self.rows, rows = kept, self.rows
+                self._rewrite()  # under the lock: no other writer can be appending meanwhile
+            except OSError as e:
+                self.rows = rows
+                raise type(e)(e.errno, f"path: cannot rewrite the metrics log {self.path!r} ({e.strerror})") from e
+            finally:
+                self._file = open(self.path, "ab", buffering=0)
+        self.rows = kept
+
+    def close(self) -> None:
+        """Close the file and release its lock (rows stay readable in :attr:`rows`)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> MetricsLog:
         return self
