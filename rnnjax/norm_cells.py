@@ -1,0 +1,314 @@
+"""Layer-normalised LSTM and GRU (Ba, Kiros & Hinton 2016) as pure step functions.
+
+Layer normalisation ``LN(a; g) = g ⊙ (a - mean(a)) / sqrt(var(a) + eps)`` (statistics over the
+feature axis of one example, so it works the same for any batch size, under ``vmap`` and at
+every time step) is applied to the input pre-activations ``x W_ih`` and to the recurrent
+pre-activations ``h W_hh`` separately, each over its whole ``[4H]`` (LSTM) or ``[3H]`` (GRU)
+vector as in the paper's equations, and for the LSTM also to the cell state before the output
+``tanh``. Gains ``g_*`` are learned and start at 1.
+
+Bias convention: the paper gives each normalisation a learned bias ``β`` and the gates a bias
+``b``. In the LSTM ``β_ih + β_hh + b`` only ever appear summed, so one ``b [4H]`` holds them (no
+loss of generality); the cell-state normalisation keeps its own bias ``b_c``. In the GRU the
+recurrent candidate part is multiplied by the reset gate, so ``b_ih`` and ``b_hh`` stay
+separate, exactly as in ``rnnjax.gru_step``.
+
+Steps work for any leading batch shape (including none), under ``jit``, ``grad`` and
+``vmap``, and with 16-bit params next to a float32 carry (the new carry keeps the carry's
+dtype). The output ``y`` is the new ``h``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax._checks import check_batch_shape, check_float, check_shape, check_sizes
+from rnnjax.cells import Cell, LSTMState
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+__all__ = [
+    "LayerNormGRUParams",
+    "LayerNormLSTMParams",
+    "layer_norm_gru",
+    "layer_norm_gru_step",
+    "layer_norm_lstm",
+    "layer_norm_lstm_step",
+]
+
+LN_EPS = 1e-5  # the default eps of the steps (as torch.nn.LayerNorm)
+
+
+class LayerNormLSTMParams(NamedTuple):
+    w_ih: Array  # [I, 4H], gates i, f, g, o
+    w_hh: Array  # [H, 4H]
+    b: Array  # [4H]  gate bias (absorbs the LN biases of both pre-activations)
+    g_ih: Array  # [4H] LN gain of x W_ih
+    g_hh: Array  # [4H] LN gain of h W_hh
+    g_c: Array  # [H]  LN gain of the cell state
+    b_c: Array  # [H]  LN bias of the cell state
+
+
+class LayerNormGRUParams(NamedTuple):
+    w_ih: Array  # [I, 3H], gates r, z, n
+    w_hh: Array  # [H, 3H]
+    b_ih: Array  # [3H]
+    b_hh: Array  # [3H]
+    g_ih: Array  # [3H] LN gain of x W_ih
+    g_hh: Array  # [3H] LN gain of h W_hh
+
+
+def layer_norm(a: Array, gain: Array, bias: Array | None = None, *, eps: float = LN_EPS) -> Array:
+    """``gain ⊙ (a - mean) / sqrt(var + eps) (+ bias)``, statistics over the last axis."""
+    mean = jnp.mean(a, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(a - mean), axis=-1, keepdims=True)
+    out = (a - mean) * jax.lax.rsqrt(var + eps) * gain
+    return out if bias is None else out + bias
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_params(params, expected: type) -> None:
+    missing = [f for f in expected._fields if not hasattr(params, f)]
+    if missing:
+        raise TypeError(
+            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
+            f"{type(params).__name__} without {', '.join(missing)}"
+        )
+
+
+def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
+    check_float("x", x)
+    w_ih, w_hh = params.w_ih, params.w_hh
+    if w_hh.ndim != 2 or w_hh.shape[1] != num_gates * w_hh.shape[0]:
+        raise ValueError(f"params.w_hh: expected shape [H, {num_gates}H], got {tuple(w_hh.shape)}")
+    hidden = w_hh.shape[0]
+    if w_ih.ndim != 2 or w_ih.shape[1] != num_gates * hidden:
+        raise ValueError(
+            f"params.w_ih: expected shape [I, {num_gates * hidden}] ({num_gates}H with "
+            f"H = {hidden} from params.w_hh), got {tuple(w_ih.shape)}"
+        )
+    for name in ("b", "b_ih", "b_hh", "g_ih", "g_hh"):
+        if hasattr(params, name):
+            check_shape(f"params.{name}", getattr(params, name), (num_gates * hidden,))
+    for name in ("g_c", "b_c"):
+        if hasattr(params, name):
+            check_shape(f"params.{name}", getattr(params, name), (hidden,))
+    if x.ndim < 1 or x.shape[-1] != w_ih.shape[0]:
+        raise ValueError(
+            f"x: expected shape [*batch, {w_ih.shape[0]}] (input_size from params.w_ih), got {tuple(x.shape)}"
+        )
+    batch = tuple(x.shape[:-1])
+    for name, leaf in carry_leaves.items():
+        check_float(name, leaf)
+        check_shape(name, leaf, batch + (hidden,), shown=(*batch, hidden))
+
+
+def _check_lstm_carry(carry) -> None:
+    if not (hasattr(carry, "h") and hasattr(carry, "c")):
+        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
+        raise TypeError(
+            f"carry: expected an LSTMState(h, c) (cell.initial_carry(batch_shape) makes one), got {given}"
+        )
+
+
+# ------------------------------------------------------------------------ step functions
+
+
+def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array, *, eps: float = LN_EPS):
+    """Layer-normalised LSTM step (Ba et al. 2016, eqs. 20–22), gates in PyTorch order i, f, g, o.
+
+    ::
+
+        [i; f; g; o] = LN(x W_ih; g_ih) + LN(h W_hh; g_hh) + b        (each LN over all 4H)
+        c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)
+        h' = σ(o) ⊙ tanh(LN(c'; g_c, b_c)),   y = h'
+
+    With all gains 1 and ``b_c = 0`` the normalisations are not identities, so this cell does
+    not reduce to ``lstm_step``; it is the paper's cell.
+
+    Args:
+      params: ``LayerNormLSTMParams(w_ih [I, 4H], w_hh [H, 4H], b [4H], g_ih [4H], g_hh [4H],
+        g_c [H], b_c [H])``.
+      carry: ``LSTMState(h [*batch, H], c [*batch, H])``; ``c`` is stored unnormalised.
+      x: ``[*batch, I]``.
+      eps: added to the variance in every normalisation.
+
+    References: Ba, Kiros & Hinton 2016, "Layer normalization".
+
+    >>> cell = layer_norm_lstm(input_size=3, hidden_size=5)
+    >>> carry, y = layer_norm_lstm_step(cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> carry.c.shape, y.shape
+    ((2, 5), (2, 5))
+    """
+    _check_params(params, LayerNormLSTMParams)
+    _check_lstm_carry(carry)
+    _check_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
+    z = (layer_norm(x @ params.w_ih, params.g_ih, eps=eps)
+         + layer_norm(carry.h @ params.w_hh, params.g_hh, eps=eps) + params.b)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params.g_c, params.b_c, eps=eps))
+    new = LSTMState(h.astype(carry.h.dtype), c.astype(carry.c.dtype))
+    return new, new.h
+
+
+def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: float = LN_EPS):
+    """Layer-normalised GRU step, reset gate after the recurrent product (as ``gru_step``).
+
+    ::
+
+        [a_r; a_z; a_n] = LN(x W_ih; g_ih) + b_ih      [u_r; u_z; u_n] = LN(h W_hh; g_hh) + b_hh
+        r = σ(a_r + u_r)    z = σ(a_z + u_z)    n = tanh(a_n + r ⊙ u_n)
+        h' = (1 - z) ⊙ n + z ⊙ h,   y = h'
+
+    Each LN is over the whole ``3H`` pre-activation vector.
+
+    Args:
+      params: ``LayerNormGRUParams(w_ih [I, 3H], w_hh [H, 3H], b_ih [3H], b_hh [3H], g_ih [3H],
+        g_hh [3H])``, gates r, z, n.
+      h: ``[*batch, H]``.
+      x: ``[*batch, I]``.
+      eps: added to the variance in every normalisation.
+
+    References: Ba, Kiros & Hinton 2016, "Layer normalization"; Cho et al. 2014 (the GRU).
+
+    >>> cell = layer_norm_gru(input_size=3, hidden_size=5)
+    >>> h, y = layer_norm_gru_step(cell.init(jax.random.key(0)), cell.initial_carry(), jnp.ones(3))
+    >>> y.shape
+    (5,)
+    """
+    _check_params(params, LayerNormGRUParams)
+    _check_args(params, {"carry": h}, x, 3)
+    xr, xz, xn = jnp.split(layer_norm(x @ params.w_ih, params.g_ih, params.b_ih, eps=eps), 3, axis=-1)
+    hr, hz, hn = jnp.split(layer_norm(h @ params.w_hh, params.g_hh, params.b_hh, eps=eps), 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
+    return h_new, h_new
+
+
+# ----------------------------------------------------------------------------- factories
+
+glorot_uniform = jax.nn.initializers.glorot_uniform()
+orthogonal = jax.nn.initializers.orthogonal()
+zeros = jax.nn.initializers.zeros
+
+
+def draw(init: Initializer, key, shape: tuple, dtype) -> Array:
+    """Run an initialiser in at least float32 (QR for orthogonal has no 16-bit kernel), then cast."""
+    return init(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+
+
+def gate_blocks(init: Initializer, key, shape: tuple, num_gates: int, dtype) -> Array:
+    """``num_gates`` independently initialised ``shape`` blocks side by side on the last axis."""
+    keys = jax.random.split(key, num_gates)
+    return jnp.concatenate([draw(init, k, shape, dtype) for k in keys], axis=-1)
+
+
+def _check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps: expected a positive float, got {eps!r}")
+    return float(eps)
+
+
+def zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
+    """``initial_carry(batch_shape=())``: zeros ``[*batch_shape, H]`` (an ``LSTMState`` of two if ``lstm_like``)."""
+
+    def initial_carry(batch_shape=()):
+        shape = check_batch_shape(batch_shape) + (hidden_size,)
+        h = jnp.zeros(shape, carry_dtype)
+        return LSTMState(h, jnp.zeros(shape, carry_dtype)) if lstm_like else h
+
+    return initial_carry
+
+
+def layer_norm_lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    eps: float = LN_EPS,
+    w_ih_init: Initializer = glorot_uniform,
+    w_hh_init: Initializer = orthogonal,
+    b_init: Initializer = zeros,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """Layer-normalised LSTM cell (gates i, f, g, o); see ``layer_norm_lstm_step``.
+
+    Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block; gate
+    biases ``b_init`` (zeros) plus ``forget_bias`` on the forget gate; all LN gains 1 and the
+    cell-state LN bias 0 (Ba et al. 2016). ``eps`` is the normalisations' variance floor.
+
+    >>> cell = layer_norm_lstm(input_size=8, hidden_size=32)
+    >>> p = cell.init(jax.random.key(0))
+    >>> p.w_ih.shape, p.g_ih.shape, p.g_c.shape
+    ((8, 128), (128,), (32,))
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    eps = _check_eps(eps)
+
+    def init(key) -> LayerNormLSTMParams:
+        k1, k2, k3 = jax.random.split(key, 3)
+        b = gate_blocks(b_init, k3, (hidden_size,), 4, dtype)
+        if forget_bias:
+            b = b.at[hidden_size : 2 * hidden_size].add(jnp.asarray(forget_bias, dtype))
+        return LayerNormLSTMParams(
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 4, dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 4, dtype),
+            b=b,
+            g_ih=jnp.ones((4 * hidden_size,), dtype),
+            g_hh=jnp.ones((4 * hidden_size,), dtype),
+            g_c=jnp.ones((hidden_size,), dtype),
+            b_c=jnp.zeros((hidden_size,), dtype),
+        )
+
+    step = layer_norm_lstm_step if eps == LN_EPS else functools.partial(layer_norm_lstm_step, eps=eps)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), step)
+
+
+def layer_norm_gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    eps: float = LN_EPS,
+    w_ih_init: Initializer = glorot_uniform,
+    w_hh_init: Initializer = orthogonal,
+    b_init: Initializer = zeros,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """Layer-normalised GRU cell (gates r, z, n, reset after the product); see ``layer_norm_gru_step``.
+
+    Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block; biases
+    ``b_init`` (zeros); LN gains 1. ``eps`` is the normalisations' variance floor.
+
+    >>> cell = layer_norm_gru(input_size=8, hidden_size=16)
+    >>> cell.init(jax.random.key(0)).g_hh.shape
+    (48,)
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    eps = _check_eps(eps)
+
+    def init(key) -> LayerNormGRUParams:
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        return LayerNormGRUParams(
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, dtype),
+            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, dtype),
+            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, dtype),
+            g_ih=jnp.ones((3 * hidden_size,), dtype),
+            g_hh=jnp.ones((3 * hidden_size,), dtype),
+        )
+
+    step = layer_norm_gru_step if eps == LN_EPS else functools.partial(layer_norm_gru_step, eps=eps)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), step)
