@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -55,11 +56,12 @@ from experiments.text_data import CharVocab, python_reference_text, read_text, t
 
 NAME = "char_lm"
 CELLS = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman, "peephole": rj.peephole_lstm, "cifg": rj.cifg_lstm}
-DEFAULTS = dict(cell="lstm", layers=2, embed=64, hidden=256, batch=32, bptt=100, steps=300, lr=3e-3,
-                dropout=0.0, clip=1.0, eval_every=100, eval_streams=8, ckpt_every=100, sample_chars=300)
-SMOKE = dict(layers=2, embed=16, hidden=64, batch=16, bptt=32, steps=120, lr=1e-2, eval_every=40,
-             eval_streams=2, ckpt_every=40, sample_chars=80)
-SMOKE_CHARS = 12_000
+DEFAULTS = dict(cell="lstm", layers=2, embed=64, hidden=256, batch=32, bptt=100, steps=900, warmup=50, lr=4e-3,
+                dropout=0.1, clip=1.0, eval_every=300, eval_streams=8, ckpt_every=300, sample_chars=300)
+LONG = dict(steps=2400, dropout=0.2, eval_every=400, ckpt_every=400)  # --long: what it changes in DEFAULTS
+SMOKE = dict(layers=1, embed=32, hidden=128, batch=32, bptt=32, steps=300, warmup=20, lr=1e-2, dropout=0.0,
+             eval_every=100, eval_streams=2, ckpt_every=100, sample_chars=80)
+SMOKE_CHARS = 40_000
 LN2 = math.log(2.0)
 
 
@@ -127,10 +129,19 @@ def forward(model, params: rj.LanguageModelParams, ids, carry, *, train=False, k
     return carry, rj.dense(params.out, hs)
 
 
+def make_schedule(cfg):
+    """The learning rate: a linear warm-up from 0 to ``lr`` over ``warmup`` steps, then a cosine
+    decay to 5% of ``lr`` at ``steps`` (``optax.warmup_cosine_decay_schedule``)::
+
+        η(t) = lr · t / warmup                                                   t < warmup
+        η(t) = lr · (0.05 + 0.95 · (1 + cos(π (t - warmup) / (steps - warmup))) / 2)   otherwise
+    """
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, end_value=0.05 * cfg.lr)
+
+
 def make_optimizer(cfg):
-    """Adam with global-norm clipping; the learning rate decays along a cosine to 5% at the end."""
-    schedule = optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=0.05)
-    return rj.make_optimizer(schedule, clip="global_norm", threshold=cfg.clip)
+    """Adam with global-norm clipping at ``clip``, on the warm-up + cosine schedule."""
+    return rj.make_optimizer(make_schedule(cfg), clip="global_norm", threshold=cfg.clip)
 
 
 def make_loss_fn(model):
@@ -147,7 +158,8 @@ def make_loss_fn(model):
 
 def make_evaluate(model, val: np.ndarray, streams: int):
     """Validation bits per character: the held-out text as ``streams`` contiguous pieces run in
-    parallel from a zero carry (every character scored except the first of each piece)."""
+    parallel from a zero carry, the state carried through each piece (every character scored
+    except the first of each piece). ``streams=1`` reads the whole text as one sequence."""
     per = (len(val) - 1) // streams
     x = jnp.asarray(np.stack([val[i * per:(i + 1) * per] for i in range(streams)], 1))  # [T, S]
     y = jnp.asarray(np.stack([val[i * per + 1:(i + 1) * per + 1] for i in range(streams)], 1))
@@ -198,6 +210,36 @@ def check_prompt(vocab: CharVocab, prompt: str) -> None:
                          f"got {prompt!r} (not in the corpus: {''.join(missing)!r})")
 
 
+def longest_run(text: str) -> tuple[int, str]:
+    """``(n, c)``: the longest run of one repeated character ``c`` in ``text`` (the first if tied).
+
+    >>> longest_run("the   end..")
+    (3, ' ')
+    """
+    best, char, n = 0, "", 0
+    for i, c in enumerate(text):
+        n = n + 1 if i and c == text[i - 1] else 1
+        if n > best:
+            best, char = n, c
+    return best, char
+
+
+def show_runs(samples: dict[str, str], prompt: str, train_text: str) -> dict[str, dict]:
+    """Print and return, per temperature, the longest run of one repeated character in the
+    generated part of each sample, next to the longest run of that character in the training
+    text. A model that loops on one character (the degenerate samples of an undertrained model)
+    writes a run far longer than any in the corpus."""
+    out = {}
+    for t, s in samples.items():
+        n, c = longest_run(s[len(prompt):])
+        in_train = max((len(m) for m in re.findall(re.escape(c) + "+", train_text)), default=0)
+        out[t] = {"chars": n, "char": c, "train_chars": in_train}
+    common.print_table([[t, f"{r['chars']} x {r['char']!r}", r["train_chars"]] for t, r in out.items()],
+                       ["temperature", "longest run in the sample", "longest run of it in the training text"],
+                       title="Longest run of one repeated character in the samples")
+    return out
+
+
 def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_chars: int, seed: int):
     ids = vocab.encode(prompt)
     samples = {}
@@ -243,7 +285,10 @@ def parse_args(argv):
     p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--text", type=pathlib.Path, default=None, help="train on this UTF-8 file instead")
     p.add_argument("--cell", choices=sorted(CELLS), default=None)
-    for name in ("layers", "embed", "hidden", "batch", "bptt", "steps", "eval_every", "eval_streams", "ckpt_every"):
+    p.add_argument("--long", action="store_true",
+                   help="the longer configuration (LONG: more steps, dropout) instead of the default")
+    for name in ("layers", "embed", "hidden", "batch", "bptt", "steps", "warmup", "eval_every", "eval_streams",
+                 "ckpt_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("lr", "dropout", "clip"):
         p.add_argument("--" + name, type=float, default=None)
@@ -252,13 +297,14 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
     p.add_argument("--sample-only", action="store_true", help="sample from the saved checkpoint; no training")
     args = p.parse_args(argv)
-    return common.fill_defaults(args, DEFAULTS, SMOKE)
+    return common.fill_defaults(args, dict(DEFAULTS, **LONG) if args.long else DEFAULTS, SMOKE)
 
 
 def main(argv=None) -> dict:
+    wall0, cpu0 = time.time(), time.process_time()
     args = parse_args(argv)
     out = common.run_dir(NAME, args.out)
-    cfg_keys = ["cell", "layers", "embed", "hidden", "batch", "bptt", "steps", "lr", "dropout", "clip"]
+    cfg_keys = ["cell", "layers", "embed", "hidden", "batch", "bptt", "steps", "warmup", "lr", "dropout", "clip"]
     if args.sample_only:
         return sample_only(args, out)
 
@@ -288,7 +334,7 @@ def main(argv=None) -> dict:
         if saved is None or not (out / "checkpoints").is_dir():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}; start without --resume")
         same = [k for k in cfg_keys if k != "steps"]
-        if {k: saved[k] for k in same} != {k: config[k] for k in same}:
+        if {k: saved.get(k) for k in same} != {k: config[k] for k in same}:
             raise ValueError(f"--resume: the checkpoint in {out} was trained with {saved}, not {config}")
     else:
         fresh_run_folder(out)
@@ -330,6 +376,7 @@ def main(argv=None) -> dict:
                        title=f"Validation bits per character ({len(val):,} held-out characters)")
     sample, next_probs = make_sampler(lm, model)
     samples, top5 = show_samples(vocab, state.params, sample, next_probs, args.prompt, args.sample_chars, args.seed)
+    runs = show_runs(samples, args.prompt, text[:len(train)])
 
     results = {
         "corpus": {"source": str(args.text) if args.text else "pydoc_data.topics", "chars": len(text),
@@ -339,11 +386,14 @@ def main(argv=None) -> dict:
         "baselines_bpc": base, "val_bpc": val_bpc,
         "beats": {name: val_bpc < bpc for name, bpc in base.items()},
         "train_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else None,
-        "history": history, "samples": samples, "prompt": args.prompt, "top5": top5,
+        "history": history, "samples": samples, "prompt": args.prompt, "top5": top5, "longest_run": runs,
     }
     plot(history, base, out / "char_lm.png", title=f"{args.layers}x{args.hidden} {args.cell}")
+    results["wall_seconds"] = time.time() - wall0  # from the start of main: the imports are not counted
+    results["cpu_seconds"] = time.process_time() - cpu0  # all threads of this process
     common.write_results(out, results)
-    print(f"\nwrote {out / 'results.json'}, {out / 'char_lm.png'} and the checkpoint in {out}")
+    print(f"\nwrote {out / 'results.json'}, {out / 'char_lm.png'} and the checkpoint in {out} "
+          f"({results['wall_seconds']:.0f} s wall, {results['cpu_seconds']:.0f} s CPU)")
     return results
 
 

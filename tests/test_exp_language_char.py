@@ -1,6 +1,8 @@
 """Smoke runs of the next-character language model (experiments/char_lm.py)."""
 
+import doctest
 import json
+from itertools import groupby
 
 import numpy as np
 import pytest
@@ -15,15 +17,18 @@ def run(tmp_path_factory):
     return out, char_lm.main(["--smoke", "--out", str(out)])
 
 
-def test_smoke_learns_and_beats_unigram(run):
+def test_smoke_learns_and_beats_the_trigram(run):
     out, r = run
     bits = np.asarray(r["history"]["train_bits"])
     assert len(bits) == char_lm.SMOKE["steps"]
     assert bits[:5].mean() > bits[-5:].mean() + 1.0  # the loss falls
     assert bits[0] == pytest.approx(np.log2(r["corpus"]["vocab_size"]), abs=0.3)  # starts near uniform
     base = r["baselines_bpc"]
-    assert r["val_bpc"] < base["unigram"]
     assert base["unigram"] > base["3-gram KN"] > base["5-gram KN"]
+    # even the seconds-long smoke model uses more context than two characters: it beats the
+    # Kneser-Ney 3-gram fitted on the same training text and scored on the same characters
+    assert r["val_bpc"] < base["3-gram KN"]
+    assert r["beats"] == {"unigram": True, "3-gram KN": True, "5-gram KN": r["val_bpc"] < base["5-gram KN"]}
     saved = json.loads((out / "results.json").read_text())
     assert saved["val_bpc"] == pytest.approx(r["val_bpc"])
     assert (out / "char_lm.png").stat().st_size > 0
@@ -38,6 +43,15 @@ def test_samples_are_text_from_the_vocabulary(run):
         assert sample.startswith(prompt)
         assert len(sample) == len(prompt) + char_lm.SMOKE["sample_chars"]
         assert set(sample) <= set(vocab.chars)
+    # the longest run of one character in each generated part, counted here with groupby
+    for t, sample in r["samples"].items():
+        runs = [(len(list(g)), c) for c, g in groupby(sample[len(prompt):])]
+        run_len = max(n for n, _ in runs)
+        run_char = next(c for n, c in runs if n == run_len)  # the first of equally long runs
+        got = r["longest_run"][t]
+        assert (got["chars"], got["char"]) == (run_len, run_char)
+        train_text = python_reference_text()[: char_lm.SMOKE_CHARS][: r["corpus"]["train_chars"]]
+        assert got["train_chars"] == max(len(list(g)) for c, g in groupby(train_text) if c == run_char)
     chars, probs = zip(*r["top5"], strict=True)
     assert len(set(chars)) == 5 and set(chars) <= set(vocab.chars)
     assert list(probs) == sorted(probs, reverse=True)
@@ -61,6 +75,34 @@ def test_resume_continues_and_sample_only_reads_the_checkpoint(run):
         assert c1 == c2 and p1 == pytest.approx(p2, rel=1e-5)
     with pytest.raises(ValueError, match="--resume: the checkpoint .* was trained with"):
         char_lm.main(["--smoke", "--out", str(out), "--resume", "--hidden", "8"])
+
+
+def test_longest_run_and_doctests():
+    assert char_lm.longest_run("") == (0, "")
+    assert char_lm.longest_run("a") == (1, "a")
+    assert char_lm.longest_run("abbbcc   ") == (3, "b")  # the first of two equal runs
+    assert char_lm.longest_run("ab\n\n\n\nb") == (4, "\n")
+    assert doctest.testmod(char_lm).failed == 0
+
+
+def test_long_option_and_command_line_overrides():
+    args = char_lm.parse_args(["--long"])
+    assert {k: getattr(args, k) for k in char_lm.LONG} == char_lm.LONG
+    assert args.cell == char_lm.DEFAULTS["cell"]  # what LONG does not set keeps the default
+    args = char_lm.parse_args(["--long", "--steps", "7"])
+    assert args.steps == 7
+    assert char_lm.parse_args([]).steps == char_lm.DEFAULTS["steps"] != char_lm.LONG["steps"]
+
+
+def test_schedule_warms_up_then_decays_along_a_cosine():
+    args = char_lm.parse_args(["--lr", "0.01", "--warmup", "10", "--steps", "110"])
+    sched = char_lm.make_schedule(args)
+    assert float(sched(0)) == 0.0
+    assert float(sched(5)) == pytest.approx(0.005)
+    assert float(sched(10)) == pytest.approx(0.01)
+    t = 60  # halfway through the decay: lr * (0.05 + 0.95 * (1 + cos(pi / 2)) / 2)
+    assert float(sched(t)) == pytest.approx(0.01 * (0.05 + 0.95 * 0.5), rel=1e-5)
+    assert float(sched(110)) == pytest.approx(0.01 * 0.05, rel=1e-5)
 
 
 def test_errors(tmp_path):
