@@ -42,6 +42,8 @@ from experiments import adding, common, temporal_order
 VARIANTS = ("vanilla", "peephole", "cifg", "nfg", "gru")
 BUILTIN = {"vanilla": "lstm", "peephole": "peephole", "cifg": "cifg", "gru": "gru"}  # names in the other scripts
 ADDING_T = 100
+# smoke: the user-written cell alone on a short adding problem (a plug-in check, seconds)
+SMOKE_ADDING = dict(adding.SMOKE, lengths=(8,), hidden=8, batch=16, lr=3e-2, steps=60, eval_every=20)
 
 
 # ----------------------------------------------------------- a user-written cell: no forget gate
@@ -150,11 +152,11 @@ def main(argv=None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--no-reuse", action="store_true", help="train every variant here")
     args = parser.parse_args(argv)
-    add_cfg = dict(adding.SMOKE if args.smoke else adding.CONFIG, variants=VARIANTS, adding_T=ADDING_T)
+    add_cfg = dict(SMOKE_ADDING if args.smoke else adding.CONFIG, variants=VARIANTS, adding_T=ADDING_T)
     order_cfg = dict(temporal_order.SMOKE if args.smoke else temporal_order.CONFIG, variants=VARIANTS)
     if args.smoke:
         add_cfg["variants"] = order_cfg["variants"] = ("nfg",)
-        add_cfg["adding_T"] = adding.SMOKE["lengths"][0]
+        add_cfg["adding_T"] = SMOKE_ADDING["lengths"][0]
     out = common.run_dir("lstm_variants", args.out)
     start = time.time()
     reuse = not (args.no_reuse or args.smoke)
