@@ -1,0 +1,207 @@
+"""IndRNN and MGU (rnnjax/simple_cells.py): NumPy references of the papers' equations, parity with
+Flax's MGUCell, closed-form Jacobian diagonals, gradients in float64."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax as rj  # noqa: F401
+from rnnjax import simple_cells as sc
+
+I, H = 3, 4
+
+
+def sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def ref_indrnn(p, h, x, act=lambda v: np.maximum(v, 0.0), bound=None):
+    u = p.u if bound is None else np.clip(p.u, -bound, bound)
+    return act(x @ p.w_ih + u * h + p.b)
+
+
+def ref_mgu(p, h, x, reset_gate=True):
+    """Flax MGUCell's equations, written out."""
+    wif, win = p.w_ih[:, :H], p.w_ih[:, H:]
+    whf, whn = p.w_hh[:, :H], p.w_hh[:, H:]
+    f = sigmoid(x @ wif + p.b_ih[:H] + h @ whf + p.b_hh[:H])
+    rec = h @ whn + p.b_hh[H:]
+    n = np.tanh(x @ win + p.b_ih[H:] + (f * rec if reset_gate else rec))
+    return (1 - f) * n + f * h
+
+
+# name -> (factory with the options, step as the factory returns it, NumPy reference)
+SIMPLE_CELLS = {
+    "indrnn": (sc.indrnn, ref_indrnn),
+    "indrnn_tanh_bounded": (functools.partial(sc.indrnn, activation="tanh", recurrent_max=0.6),
+                            functools.partial(ref_indrnn, act=np.tanh, bound=0.6)),
+    "mgu": (sc.mgu, ref_mgu),
+    "mgu_no_reset": (functools.partial(sc.mgu, reset_gate=False), functools.partial(ref_mgu, reset_gate=False)),
+}
+
+
+def random_params(cell, key, scale=0.7):
+    params = cell.init(key)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(params))
+    return type(params)(*[scale * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
+
+
+@pytest.fixture(scope="module")
+def simple_case():
+    key = jax.random.key(11)
+    out = {}
+    for name, (factory, ref) in SIMPLE_CELLS.items():
+        cell = factory(I, H)
+        params = random_params(cell, key)
+        h = jax.random.normal(jax.random.fold_in(key, 2), (2, 3, H))
+        x = jax.random.normal(jax.random.fold_in(key, 3), (2, 3, I))
+        out[name] = (cell, ref, params, h, x)
+    return out
+
+
+def to_np(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), tree)
+
+
+@pytest.mark.parametrize("name", list(SIMPLE_CELLS))
+def test_step_matches_numpy_reference(name, simple_case):
+    cell, ref, params, h, x = simple_case[name]
+    new, y = cell.step(params, h, x)
+    want = ref(to_np(params), np.asarray(h, np.float64), np.asarray(x, np.float64))
+    np.testing.assert_allclose(new, want, atol=1e-5)
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    _, y1 = cell.step(params, h[0, 1], x[0, 1])  # unbatched
+    np.testing.assert_allclose(y1, want[0, 1], atol=1e-5)
+
+
+def test_indrnn_bound_clips_u_and_stops_its_recurrent_gradient(simple_case):
+    _, _, params, h, x = simple_case["indrnn"]
+    params = params._replace(u=jnp.array([-2.0, -0.3, 0.3, 2.0]))
+    bounded = functools.partial(sc.indrnn_step, recurrent_max=0.5)
+    np.testing.assert_allclose(bounded(params, h, x)[1],
+                               sc.indrnn_step(params._replace(u=jnp.array([-0.5, -0.3, 0.3, 0.5])), h, x)[1],
+                               atol=1e-6)
+    g = jax.grad(lambda p: jnp.sum(bounded(p, jnp.abs(h), x)[1]))(params)
+    assert g.u[0] == 0 and g.u[3] == 0 and g.u[1] != 0 and g.u[2] != 0
+
+
+def test_indrnn_init_defaults():
+    p = sc.indrnn(I, H).init(jax.random.key(0))
+    assert 0 <= float(p.u.min()) and float(p.u.max()) < 1  # U[0, 1)
+    np.testing.assert_array_equal(p.b, 0.0)
+    assert np.abs(p.w_ih).max() <= np.sqrt(6 / (I + H))
+    bound = 2 ** (1 / 1000)
+    q = sc.indrnn(I, 64, recurrent_max=bound).init(jax.random.key(0))
+    assert 0 <= float(q.u.min()) and float(q.u.max()) <= bound and float(q.u.max()) > 0.9
+    r = sc.indrnn(I, H, u_init=jax.nn.initializers.constant(0.25)).init(jax.random.key(0))
+    np.testing.assert_array_equal(r.u, 0.25)
+    assert sc.indrnn(I, H).step is sc.indrnn_step  # the default needs no partial
+    s = sc.indrnn(I, H, activation="tanh", recurrent_max=2.0).step
+    assert s.keywords == {"activation": jnp.tanh, "recurrent_max": 2.0}
+
+
+def test_mgu_init_defaults():
+    p = sc.mgu(I, H).init(jax.random.key(0))
+    np.testing.assert_array_equal(p.b_ih, np.r_[np.ones(H), np.zeros(H)])  # forget bias 1 (Flax: ones)
+    np.testing.assert_array_equal(p.b_hh, 0.0)
+    for k in range(2):
+        block = np.asarray(p.w_hh[:, k * H:(k + 1) * H])
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+    assert sc.mgu(I, H).step is sc.mgu_step
+    assert sc.mgu(I, H, reset_gate=False).step.keywords == {"reset_gate": False}
+
+
+@pytest.mark.parametrize("reset_gate", [True, False])
+def test_mgu_matches_flax_mgucell(reset_gate):
+    nn = pytest.importorskip("flax.linen")
+    layer = nn.MGUCell(features=H, reset_gate=reset_gate)
+    key = jax.random.key(5)
+    x = jax.random.normal(key, (2, I))
+    h = jax.random.normal(jax.random.fold_in(key, 1), (2, H))
+    variables = layer.init(jax.random.fold_in(key, 2), h, x)
+    # random biases everywhere (Flax initialises them to ones/zeros), so their mapping is tested
+    leaves, tree = jax.tree_util.tree_flatten(variables)
+    keys = jax.random.split(jax.random.fold_in(key, 3), len(leaves))
+    variables = jax.tree_util.tree_unflatten(tree, [l + 0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    v = variables["params"]
+    params = sc.MGUParams(
+        w_ih=jnp.concatenate([v["if"]["kernel"], v["in"]["kernel"]], axis=1),
+        w_hh=jnp.concatenate([v["hf"]["kernel"], v["hn"]["kernel"]], axis=1),
+        b_ih=jnp.concatenate([v["if"]["bias"], v["in"]["bias"]]),
+        b_hh=jnp.concatenate([jnp.zeros(H), v["hn"]["bias"] if reset_gate else jnp.zeros(H)]),
+    )
+    assert ("bias" in v["hn"]) == reset_gate
+    step = sc.mgu(I, H, reset_gate=reset_gate).step
+    xs = jax.random.normal(jax.random.fold_in(key, 4), (6, 2, I))
+    flax_h, ours = h, h
+    for t in range(6):  # a few steps, so the carries are compared too
+        flax_h, flax_y = layer.apply(variables, flax_h, xs[t])
+        ours, y = step(params, ours, xs[t])
+        np.testing.assert_allclose(y, flax_y, atol=1e-5)
+    np.testing.assert_allclose(ours, flax_h, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(SIMPLE_CELLS))
+def test_diag_jacobian_is_the_jacobian_diagonal(name, simple_case):
+    cell, _, params, h, x = simple_case[name]
+    diag_fn = sc.indrnn_diag_jacobian if name.startswith("indrnn") else sc.mgu_diag_jacobian
+    keywords = getattr(cell.step, "keywords", {})
+    got = diag_fn(params, h[0], x[0], **keywords)  # [3, H]
+    jac = jax.vmap(jax.jacfwd(lambda h_, x_: cell.step(params, h_, x_)[0]))(h[0], x[0])  # [3, H, H]
+    np.testing.assert_allclose(got, jnp.diagonal(jac, axis1=-2, axis2=-1), atol=1e-6)
+    if name.startswith("indrnn"):  # IndRNN's Jacobian is diagonal: nothing off it
+        np.testing.assert_array_equal(jac * (1 - jnp.eye(H)), 0.0)
+
+
+@pytest.mark.parametrize("name", list(SIMPLE_CELLS))
+def test_gradients_match_finite_differences(name):
+    factory, _ = SIMPLE_CELLS[name]
+    key = jax.random.key(1)
+    with jax.enable_x64(True):
+        cell = factory(I, H, dtype=jnp.float64, carry_dtype=jnp.float64)
+        params = random_params(cell, key)
+        h = jax.random.normal(jax.random.fold_in(key, 2), (2, H), jnp.float64)
+        x = jax.random.normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)
+        if name.startswith("indrnn"):  # keep ReLU's and the clip's kinks away from the probes
+            params = params._replace(u=jnp.array([0.1, -0.2, 0.3, 0.4]), b=params.b + 3.0)
+
+        def f(params, h, x):
+            new, y = cell.step(params, h, x)
+            return jnp.sum(y * jnp.arange(H)) + jnp.sum(new ** 2)
+
+        check_grads(f, (params, h, x), order=1, modes=["rev"])
+    assert jnp.zeros(1).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["indrnn", "mgu"])
+def test_jit_equals_eager_and_low_precision_params(name, simple_case):
+    cell, _, params, h, x = simple_case[name]
+    eager = cell.step(params, h, x)
+    np.testing.assert_allclose(jax.jit(cell.step)(params, h, x)[1], eager[1], atol=1e-6)
+    p16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+    new16, y16 = jax.jit(cell.step)(p16, h, x)
+    assert new16.dtype == jnp.float32
+    np.testing.assert_allclose(y16, eager[1], atol=5e-2)
+
+
+def test_errors_name_the_argument(simple_case):
+    _, _, p, h, x = simple_case["indrnn"]
+    with pytest.raises(ValueError, match=r"params.u: expected shape \[4\], got \(5,\)"):
+        sc.indrnn_step(p._replace(u=jnp.ones(5)), h, x)
+    with pytest.raises(ValueError, match=r"carry: expected shape \[2, 3, 4\], got \(3, 4\)"):
+        sc.indrnn_step(p, h[0], x)
+    with pytest.raises(ValueError, match=r"recurrent_max: expected a positive float or None, got -1"):
+        sc.indrnn(I, H, recurrent_max=-1)
+    with pytest.raises(ValueError, match=r"activation: expected one of"):
+        sc.indrnn(I, H, activation="gelu")
+    _, _, m, h, x = simple_case["mgu"]
+    with pytest.raises(TypeError, match=r"params: expected MGUParams\(w_ih, w_hh, b_ih, b_hh\), got IndRNNParams"):
+        sc.mgu_step(p, h, x)
+    with pytest.raises(ValueError, match=r"x: expected shape \[\*batch, 3\]"):
+        sc.mgu_step(m, h, x[..., :1])
+    with pytest.raises(TypeError, match=r"reset_gate: expected a bool, got 1"):
+        sc.mgu(I, H, reset_gate=1)
