@@ -7,17 +7,24 @@ mesh replicated (:func:`replicate`) and each batch split along its batch axis
 gradients across devices (an all-reduce) — the same step, the same results up to float
 round-off in the order of the sums.
 
-On several hosts, call ``jax.distributed.initialize()`` first in every process; ``jax.devices()``
-then lists the devices of all hosts, :func:`data_mesh` spans them, and :func:`shard_batch`
-takes each process's own part of the batch (``jax.make_array_from_process_local_data``).
+On several processes (hosts), call ``jax.distributed.initialize(...)`` first in every process
+and run the same program in each: ``jax.devices()`` then lists the devices of all processes,
+:func:`data_mesh` spans them (process 0's devices first), :func:`replicate` builds the global
+replicated arrays from each process's copy (``jax.make_array_from_callback``; every process must
+hold the same values, which is checked), and :func:`shard_batch` takes each process's own part
+of the batch (``jax.make_array_from_process_local_data``): the global batch is the processes'
+parts concatenated in process order. Replicated results (the state, the metrics) can be read in
+every process (``float(metrics["loss"])``, ``np.asarray(state.params[...])``).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["data_mesh", "replicate", "shard_batch"]
@@ -45,15 +52,65 @@ def _check_mesh(mesh: Any) -> None:
         raise TypeError(f"mesh: expected a jax.sharding.Mesh (see data_mesh), got {type(mesh).__name__}")
 
 
+def _host_copy(x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    return a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False)
+
+
+def _fingerprint(a: np.ndarray) -> int:
+    data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    return zlib.crc32(f"{a.dtype.str}{a.shape}".encode() + data.tobytes())
+
+
+def _replicate_across_processes(tree: Any, sharding: NamedSharding) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    host: list[Any] = []  # per leaf: None (already a global array) or (host copy, key impl or None)
+    for _, x in leaves:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            host.append(None)
+        elif hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            host.append((_host_copy(jax.random.key_data(x)), jax.random.key_impl(x)))
+        else:
+            host.append((_host_copy(x), None))
+    # every process must pass the same values: compare one CRC-32 per leaf across processes
+    mine = np.array([0 if h is None else _fingerprint(h[0]) for h in host], np.uint32)
+    if mine.size:
+        every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+        for i, (path, _) in enumerate(leaves):
+            differ = [p for p in range(1, every.shape[0]) if every[p, i] != every[0, i]]
+            if differ:
+                raise ValueError(
+                    f"tree{jax.tree_util.keystr(path)}: process {differ[0]} holds a different value than "
+                    "process 0; replicate expects the same values in every process (e.g. initialise them "
+                    "from the same key)"
+                )
+    out = []
+    for (_, x), h in zip(leaves, host, strict=True):
+        if h is None:
+            out.append(x if x.sharding == sharding else jax.device_put(x, sharding))
+            continue
+        a, impl = h
+        y = jax.make_array_from_callback(a.shape, sharding, lambda index, a=a: a[index], dtype=a.dtype)
+        out.append(y if impl is None else jax.random.wrap_key_data(y, impl=impl))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Every array of ``tree`` copied to all devices of ``mesh`` (e.g. a ``TrainState``).
+
+    When ``mesh`` spans several processes, every process calls this with its own copy of the
+    tree; the copies must be equal (a ValueError names the first leaf that differs), and the
+    result is one global array per leaf, replicated on every device of every process.
 
     >>> state = replicate({"w": jnp.ones(3)}, data_mesh())
     >>> state["w"].sharding.is_fully_replicated
     True
     """
     _check_mesh(mesh)
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return jax.device_put(tree, sharding)
+    return _replicate_across_processes(tree, sharding)
 
 
 def shard_batch(batch: Any, mesh: Mesh, *, axis: Any = 1) -> Any:
