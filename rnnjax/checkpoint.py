@@ -1,17 +1,37 @@
-"""Checkpoints of a training state with Orbax: atomic saves, keep-last-N, exact resume.
+"""Checkpoints of a training state with Orbax: atomic, verified saves, keep-last-N, exact resume.
 
 :class:`Checkpoints` is a thin layer over ``orbax.checkpoint.CheckpointManager`` that saves any
 pytree of arrays (a :class:`~rnnjax.TrainState` as it is: params, optimiser state, step, PRNG
 key, skipped-step count, carry) plus a small JSON dict (e.g. a data iterator's position), and
 restores them into the structure, dtypes and shardings of a template.
 
-What it adds to Orbax: typed PRNG keys (``jax.random.key``) are stored as their key data and
-wrapped back on restore; a step is never overwritten; only folders Orbax finished (those
-holding its ``_CHECKPOINT_METADATA`` file) count as checkpoints, so other numbered folders in
-the directory are neither listed, restored nor deleted; errors name the directory and step.
+What it adds to Orbax:
+
+- **Verified contents.** Each save stores, next to the arrays, a record of the tree (path,
+  shape and dtype of every array), a CRC-32 of every array's bytes and of the meta dict, and
+  whether every value is finite. Restoring reads the record and checks all of it: a checkpoint
+  whose files were truncated, deleted, overwritten or had a bit flipped raises
+  :class:`CheckpointIntegrityError` naming the step, the directory and what failed, instead of
+  returning wrong numbers. ``restore()`` without a step (and :func:`~rnnjax.fit`) skips such
+  checkpoints, and those holding NaN/Inf, with a warning, and restores the newest intact one.
+- **One writer per directory.** The first :meth:`Checkpoints.save` takes an exclusive lock
+  (an ``flock`` on ``.rnnjax-writer-<process>.lock`` in the directory, holding the writer's
+  pid); a second writer gets ``BlockingIOError`` naming the holder's pid instead of both
+  destroying each other's saves. Restoring needs no lock and never changes the directory, so a
+  running job's checkpoints can be read by another process. In multi-process (multi-host)
+  training every process calls ``save`` (Orbax coordinates them) and each takes its own lock,
+  keyed by ``jax.process_index()``: two jobs with the same process count collide on every
+  process at their first save; only process 0 deletes old checkpoints and leftovers.
+- **Keep-last-N counts good checkpoints.** Only checkpoints that are finite count towards
+  ``max_to_keep``: a run that diverged never pushes the newest finite checkpoint out.
+- Typed PRNG keys (``jax.random.key``) are stored as their key data and wrapped back on
+  restore; a step is never overwritten; only folders Orbax finished (holding its
+  ``_CHECKPOINT_METADATA`` file, and not symbolic links) are checkpoints, so other numbered
+  folders in the directory are neither listed, restored nor deleted; ``~`` is expanded.
+
 Orbax gives the rest: each save is written to a temporary directory and renamed only when
-complete, so a crash (even ``SIGKILL``) mid-save leaves the last good checkpoint intact, and
-only the newest ``max_to_keep`` checkpoints are kept.
+complete, so a crash (even ``SIGKILL``) mid-save leaves the last good checkpoint intact. Those
+temporary leftovers are removed when the next writer takes the lock.
 """
 
 from __future__ import annotations
@@ -19,17 +39,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
+import warnings
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import path as ocp_path
 
-_MARKER = "_CHECKPOINT_METADATA"  # written by Orbax into every step folder it creates
+from rnnjax.records import _WriterLock
 
-__all__ = ["Checkpoints"]
+_MARKER = "_CHECKPOINT_METADATA"  # written by Orbax into every step folder it creates
+_RECORD = "integrity"  # the item holding the checksums, next to "state" and "meta"
+_RUN_FILE = ".rnnjax-run.json"  # logs that fit wrote alongside this directory
+_LEFTOVER = re.compile(r"^\d+\.(orbax-checkpoint-tmp.*|rnnjax-deleting)$")
+
+__all__ = ["CheckpointIntegrityError", "Checkpoints"]
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint that cannot be read back as it was saved (damaged, incomplete or altered).
+
+    Attributes:
+      step: the checkpoint's step (None when no checkpoint of a directory was intact).
+      directory: the checkpoint directory.
+      what: what failed, in words.
+    """
+
+    def __init__(self, message: str, *, step: int | None, directory: str, what: str):
+        super().__init__(message)
+        self.step, self.directory, self.what = step, directory, what
 
 
 def _is_key(x: Any) -> bool:
@@ -78,6 +122,10 @@ def _shapes_by_path(tree: Any) -> dict[str, tuple]:
         ".".join(_key_name(k) for k in path): (tuple(leaf.shape), getattr(leaf, "dtype", None))
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
         if hasattr(leaf, "shape")
+    } | {  # Python numbers are stored as scalars
+        ".".join(_key_name(k) for k in path): ((), None)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if isinstance(leaf, (int, float, complex)) and not hasattr(leaf, "shape")
     }
 
 
@@ -100,11 +148,71 @@ def _mismatches(stored: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]
     return out
 
 
+def _path_name(path: Any) -> str:
+    return ".".join(_key_name(k) for k in path)
+
+
+def _host_arrays(tree: Any) -> dict[str, np.ndarray | None]:
+    """``{path: host copy}`` of the array leaves; None for an array this process cannot see
+    whole (sharded over several hosts), which is then neither checksummed nor verified."""
+    leaves = [(_path_name(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree) if hasattr(x, "shape")]
+    for _, x in leaves:  # start every device-to-host copy before waiting for any
+        if isinstance(x, jax.Array) and x.is_fully_addressable:
+            x.copy_to_host_async()
+    out = {}
+    for name, x in leaves:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            out[name] = np.asarray(x.addressable_data(0)) if x.is_fully_replicated else None
+        else:
+            out[name] = np.asarray(x)
+    return out
+
+
+def _crc(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def _meta_crc(meta: Any) -> int:
+    # canonical text of the JSON value as it reads back (int keys -> str, tuples -> lists)
+    canonical = json.dumps(json.loads(json.dumps(meta, allow_nan=True)), sort_keys=True, allow_nan=True)
+    return zlib.crc32(canonical.encode())
+
+
+def _is_float(dtype: Any) -> bool:
+    return jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _record(storable: Any, meta: dict) -> dict:
+    """The integrity record of a save: every array's shape, dtype and CRC-32, the meta's CRC-32,
+    and whether all values are finite. Computed from host copies before ``save`` returns."""
+    arrays, finite = {}, True
+    host = _host_arrays(storable)
+    for path, x in jax.tree_util.tree_leaves_with_path(storable):
+        if not hasattr(x, "shape"):
+            continue
+        name = _path_name(path)
+        a = host[name]
+        arrays[name] = {"shape": list(x.shape), "dtype": str(jnp.dtype(x.dtype)), "crc32": None if a is None else _crc(a)}
+        if a is not None and _is_float(a.dtype) and a.size and not np.isfinite(a).all():
+            finite = False
+    return {"format": 1, "checksum": "crc32", "finite": finite, "meta_crc32": _meta_crc(meta), "arrays": arrays}
+
+
+def _brief(e: BaseException) -> str:
+    text = " ".join(str(e).split(" See full TensorStore details")[0].split())
+    return f"{type(e).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def _is_step_folder(path: str) -> bool:
+    """A folder Orbax finished (its marker file is there), not a symbolic link."""
+    return os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, _MARKER))
+
+
 @dataclasses.dataclass(frozen=True)
 class _FinishedStepsOnly(ocp_path.step.NameFormat):
     """Orbax's standard step names (``10``, ``20``, ...), where only folders holding Orbax's
-    ``_CHECKPOINT_METADATA`` count: a user's own ``1/`` folder is no step, so it is never
-    listed, restored or deleted by ``max_to_keep``."""
+    ``_CHECKPOINT_METADATA`` count (and no symbolic link): a user's own ``1/`` folder is no
+    step, so it is never listed, restored or deleted."""
 
     standard: Any = dataclasses.field(default_factory=ocp_path.step.standard_name_format)
 
@@ -112,27 +220,35 @@ class _FinishedStepsOnly(ocp_path.step.NameFormat):
         return self.standard.build_name(step)
 
     def find_all(self, base_path: Any) -> Iterator[Any]:
-        return (m for m in self.standard.find_all(base_path) if (m.path / _MARKER).is_file())
+        return (m for m in self.standard.find_all(base_path) if _is_step_folder(os.fspath(m.path)))
 
     def find_step(self, base_path: Any, step: int) -> Any:
         found = self.standard.find_step(base_path, step)
-        if not (found.path / _MARKER).is_file():
+        if not _is_step_folder(os.fspath(found.path)):
             raise ValueError(f"{found.path} is not an Orbax checkpoint (no {_MARKER} file)")
         return found
 
 
 class Checkpoints:
-    """Numbered checkpoints of a training state in ``directory``; the newest ``max_to_keep`` stay.
+    """Numbered, verified checkpoints of a training state in ``directory``; the newest
+    ``max_to_keep`` finite ones stay.
 
     Args:
-      directory: where checkpoints live (created if missing); one sub-directory per step,
-        named by the step. Sub-directories Orbax did not write (no ``_CHECKPOINT_METADATA``)
-        are left alone: they are not steps, and saving a step whose name one of them has is
-        refused.
-      max_to_keep: how many of the newest checkpoints to keep (>= 1), or None for all.
+      directory: where checkpoints live (created if missing; ``~`` is expanded); one
+        sub-directory per step, named by the step. Sub-directories Orbax did not write (no
+        ``_CHECKPOINT_METADATA``) and symbolic links are left alone: they are not steps, and
+        saving a step whose name one of them has is refused.
+      max_to_keep: how many of the newest finite checkpoints to keep (>= 1), or None for all.
+        Older checkpoints are deleted once a newer save is complete; a checkpoint holding NaN
+        or Inf does not count, so it never pushes out the newest finite one.
       async_save: write in a background thread (Orbax's default); the arrays are copied off
-        the devices before :meth:`save` returns, so the state may be donated right after.
-        :meth:`wait`, :meth:`close` and leaving a ``with`` block wait for pending writes.
+        the devices (and checksummed) before :meth:`save` returns, so the state may be donated
+        right after. :meth:`wait`, :meth:`close`, :attr:`steps` and leaving a ``with`` block
+        wait for pending writes.
+
+    Writing takes the directory's writer lock (see the module docstring) at the first
+    :meth:`save`, and :meth:`close` releases it; a ``Checkpoints`` that only restores never
+    locks, deletes or rewrites anything.
 
     >>> import tempfile
     >>> state = {"w": jnp.ones(3), "key": jax.random.key(0)}
@@ -152,7 +268,7 @@ class Checkpoints:
             raise ValueError(f"max_to_keep: expected a positive int or None, got {max_to_keep!r}")
         if not isinstance(async_save, bool):
             raise TypeError(f"async_save: expected a bool, got {async_save!r}")
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise NotADirectoryError(
                 f"directory: expected a directory for the checkpoints, got an existing file {self.directory!r}"
@@ -165,30 +281,126 @@ class Checkpoints:
             ) from e
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise PermissionError(f"directory: expected a writable directory, got {self.directory!r} (not writable)")
+        self.max_to_keep = max_to_keep
+        self.async_save = async_save
+        self._process = jax.process_index()
+        self._lock = _WriterLock(os.path.join(self.directory, f".rnnjax-writer-{self._process}.lock"))
+        self._writing = False
+        self._finite: dict[int, bool] = {}
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=None,  # deletion is done here: keep-last-N counts finite checkpoints only
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # leftovers of saves that crashed; never finished ones
+            cleanup_tmp_directories=False,  # a reader must not delete a running writer's save
             create=True,
             step_name_format=_FinishedStepsOnly(),
         )
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+            _RECORD: ocp.JsonCheckpointHandler(),
+        }
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    # ------------------------------------------------------------------ listing, locking
+
+    def _listed(self) -> list[int]:
+        """Finished step folders on disk now, oldest first (not Orbax's cached list)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            int(n) for n in names if n.isdigit() and str(int(n)) == n and _is_step_folder(os.path.join(self.directory, n))
+        )
+
+    def _settle(self) -> None:
+        """Wait for a pending save; then, as the writer, delete what max_to_keep lets go."""
+        self.manager.wait_until_finished()
+        if self._writing:
+            self._prune()
 
     @property
     def steps(self) -> list[int]:
-        """Steps with a complete checkpoint, oldest first."""
-        return sorted(self.manager.all_steps())
+        """Steps with a complete checkpoint, oldest first (after a pending save is written).
+
+        These are the finished checkpoints; whether their contents are intact is checked when
+        they are restored."""
+        self._settle()
+        return self._listed()
 
     @property
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None when there is none."""
-        return self.manager.latest_step()
+        steps = self.steps
+        return steps[-1] if steps else None
+
+    def _claim(self) -> None:
+        """Become the directory's writer: take the lock, then remove leftovers of crashed saves."""
+        if self._writing:
+            return
+        self._lock.acquire(
+            f"directory: {self.directory} is being written by another Checkpoints, {{holder}} (lock file "
+            f"{self._lock.path}); two writers in one directory destroy each other's saves. Wait for it to "
+            "finish or use another directory (restoring from it needs no lock)"
+        )
+        self._writing = True
+        if self._process == 0:
+            for name in os.listdir(self.directory):
+                path = os.path.join(self.directory, name)
+                if _LEFTOVER.match(name) and os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+            self.manager.reload()
+
+    def _record_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step), _RECORD, "metadata")
+
+    def _is_finite(self, step: int) -> bool:
+        if step not in self._finite:
+            try:
+                with open(self._record_path(step), encoding="utf-8") as f:
+                    self._finite[step] = json.load(f)["finite"] is True
+            except FileNotFoundError:  # written before checksums were stored
+                self._finite[step] = not os.path.exists(os.path.join(self.directory, str(step), _RECORD))
+            except (OSError, ValueError, KeyError, TypeError):
+                self._finite[step] = False
+        return self._finite[step]
+
+    def _remove(self, step: int, suffix: str = "rnnjax-deleting") -> str:
+        """Rename the step folder away first (atomic: it stops being a step at once), then
+        delete it unless it is kept aside for inspection; returns the new path."""
+        aside = os.path.join(self.directory, f"{step}.{suffix}")
+        n = 1
+        while os.path.lexists(aside):
+            n += 1
+            aside = os.path.join(self.directory, f"{step}.{suffix}-{n}")
+        os.rename(os.path.join(self.directory, str(step)), aside)
+        self._finite.pop(step, None)
+        if suffix == "rnnjax-deleting":
+            shutil.rmtree(aside, ignore_errors=True)
+        return aside
+
+    def _prune(self) -> None:
+        if self.max_to_keep is None or self._process != 0:
+            return
+        steps = self._listed()
+        good = [s for s in steps if self._is_finite(s)]
+        if len(good) <= self.max_to_keep:
+            return
+        cutoff = good[-self.max_to_keep]
+        for s in steps:
+            if s < cutoff:
+                self._remove(s)
+        self.manager.reload()
+
+    # ------------------------------------------------------------------ save
 
     def save(self, state: Any, *, step: int | None = None, meta: dict | None = None) -> None:
         """Save ``state`` (a pytree of arrays) and ``meta`` (a JSON-serialisable dict) as ``step``.
 
-        ``step`` defaults to ``int(state.step)``. An existing step is never overwritten.
+        ``step`` defaults to ``int(state.step)``. An existing step is never overwritten. The
+        arrays' checksums are computed before this returns; a state holding NaN or Inf is saved
+        with a warning, marked as such: it does not count towards ``max_to_keep`` and
+        ``restore()`` without a step skips it.
         """
         if step is None:
             if not hasattr(state, "step"):
@@ -204,8 +416,9 @@ class Checkpoints:
             json.dumps(meta, allow_nan=True)
         except (TypeError, ValueError) as e:
             raise TypeError(f"meta: expected a JSON-serialisable dict, got {meta!r:.200} ({e})") from None
-        self.manager.wait_until_finished()  # so that `steps` includes a pending save
-        if step in self.manager.all_steps():
+        self._claim()
+        self._settle()  # the previous save is complete, and old checkpoints are deleted
+        if step in self._listed():
             raise ValueError(
                 f"step: a checkpoint for step {step} already exists in {self.directory}; "
                 f"checkpoints are never overwritten"
@@ -216,62 +429,232 @@ class Checkpoints:
                 f"step: {target} already exists and is not a checkpoint; a checkpoint of step {step} "
                 f"would replace it (move it away, or use another directory)"
             )
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)), meta=ocp.args.JsonSave(meta))
+        storable = _storable(state)
+        record = _record(storable, meta)
+        if not record["finite"]:
+            warnings.warn(
+                f"Checkpoints: the state saved as step {step} in {self.directory} holds NaN or Inf; it is "
+                "kept, but does not count towards max_to_keep and restore() without a step skips it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(storable), meta=ocp.args.JsonSave(meta), **{_RECORD: ocp.args.JsonSave(record)}
+        )
         self.manager.save(step, args=args, force=True)
+        self._finite[step] = record["finite"]
+        if not self.async_save:
+            self._settle()
+
+    # ------------------------------------------------------------------ restore
+
+    def _damaged(self, step: int, what: str) -> CheckpointIntegrityError:
+        return CheckpointIntegrityError(
+            f"step: the checkpoint of step {step} in {self.directory} is damaged: {what}",
+            step=step, directory=self.directory, what=what,
+        )
+
+    def _read_record(self, step: int) -> dict | None:
+        """The integrity record of ``step``; None for a checkpoint saved without one."""
+        folder = os.path.join(self.directory, str(step))
+        try:
+            with open(os.path.join(folder, _MARKER), encoding="utf-8") as f:
+                items = json.load(f).get("item_handlers") or {}
+        except (OSError, ValueError, AttributeError) as e:
+            raise self._damaged(step, f"Orbax's {_MARKER} file cannot be read ({_brief(e)})") from None
+        if _RECORD not in items:
+            return None  # saved before checksums were stored: restored unverified
+        try:
+            with open(self._record_path(step), encoding="utf-8") as f:
+                record = json.load(f)
+            arrays = record["arrays"]
+            for entry in arrays.values():
+                tuple(entry["shape"]), entry["dtype"], entry["crc32"]
+            record["meta_crc32"], record["finite"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise self._damaged(step, f"its checksum record {_RECORD}/ cannot be read ({_brief(e)})") from None
+        return record
+
+    def _read(self, template: Any, step: int) -> tuple[Any, dict]:
+        record = self._read_record(step)
+        try:
+            stored_tree = self.manager.item_metadata(step)["state"]
+            if stored_tree is None:
+                raise FileNotFoundError("no metadata for the item 'state'")
+            stored = _shapes_by_path(stored_tree)
+        except Exception as e:  # missing or garbage _METADATA, missing state/ ...
+            raise self._damaged(step, f"the metadata of its arrays cannot be read ({_brief(e)})") from None
+        if record is not None:
+            expected = {k: (tuple(v["shape"]), jnp.dtype(v["dtype"])) for k, v in record["arrays"].items()}
+            have = {  # Python scalars in the state are not arrays: they have no record entry
+                k: (shape, None if dtype is None else jnp.dtype(dtype))
+                for k, (shape, dtype) in stored.items() if k in expected or shape != ()
+            }
+            if have != expected:
+                diff = _mismatches(have, expected) or ["dtypes differ"]
+                raise self._damaged(step, "the metadata of its arrays (state/_METADATA) does not match the record "
+                                          f"written with them ({'; '.join(diff[:3])})")
+        target = jax.tree_util.tree_map(_abstract, template)
+        diff = _mismatches(stored, _shapes_by_path(target))
+        if diff:
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise ValueError(
+                f"template: does not match the checkpoint of step {step} in {self.directory} "
+                f"({len(diff)} difference{'s' if len(diff) > 1 else ''}: {shown}). Restore into a "
+                "state built like the saved one, or use another directory for a different model."
+            )
+
+        def as_stored(path, x):  # read in the stored dtype (to verify), cast to the template's after
+            name = _path_name(path)
+            if isinstance(x, jax.ShapeDtypeStruct) and name in stored and stored[name][1] is not None:
+                return jax.ShapeDtypeStruct(x.shape, stored[name][1], sharding=x.sharding)
+            return x
+
+        target = jax.tree_util.tree_map_with_path(as_stored, target)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        try:
+            restored = self.manager.restore(step, args=args)
+        except Exception as e:
+            raise self._damaged(step, f"its files cannot be read ({_brief(e)})") from None
+        meta = dict(restored.meta or {})
+        if record is not None:
+            host = _host_arrays(restored.state)
+            bad = [
+                name for name, entry in record["arrays"].items()
+                if entry["crc32"] is not None and host.get(name) is not None and _crc(host[name]) != entry["crc32"]
+            ]
+            if bad:
+                raise self._damaged(
+                    step, f"{len(bad)} of its {len(record['arrays'])} arrays differ from what was saved "
+                    f"(CRC-32 mismatch: {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})"
+                )
+            if _meta_crc(meta) != record["meta_crc32"]:
+                raise self._damaged(step, "its meta dict differs from what was saved (CRC-32 mismatch)")
+
+        def finish(r, t):
+            if _is_key(t):
+                return jax.random.wrap_key_data(r, impl=jax.random.key_impl(t))
+            want = getattr(t, "dtype", None)
+            if want is not None and hasattr(r, "dtype") and r.dtype != want:
+                return r.astype(want)
+            return r
+
+        return jax.tree_util.tree_map(finish, restored.state, template), meta
+
+    def _restore_newest(self, template: Any) -> tuple[Any, dict, int, list[tuple[int, str]]]:
+        """The newest intact, finite checkpoint as ``(state, meta, step, skipped)``; ``skipped``
+        lists the newer ``(step, why)`` that were passed over (and warned about)."""
+        steps = self._listed()
+        if not steps:
+            raise FileNotFoundError(f"step: no checkpoint to restore in {self.directory}")
+        skipped: list[tuple[int, str]] = []
+        for step in reversed(steps):
+            try:
+                record = self._read_record(step)
+                if record is not None and record["finite"] is not True:
+                    skipped.append((step, "it holds NaN or Inf"))
+                    continue
+                state, meta = self._read(template, step)
+            except CheckpointIntegrityError as e:
+                skipped.append((step, e.what))
+                continue
+            if skipped:
+                why = "; ".join(f"step {s}: {w}" for s, w in skipped)
+                warnings.warn(
+                    f"Checkpoints: restored step {step} from {self.directory}, the newest intact checkpoint, "
+                    f"skipping {len(skipped)} newer one{'s' if len(skipped) > 1 else ''} ({why})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return state, meta, step, skipped
+        why = "; ".join(f"step {s}: {w}" for s, w in skipped)
+        raise CheckpointIntegrityError(
+            f"step: no intact checkpoint to restore in {self.directory} ({why}); move the directory "
+            "away to start afresh",
+            step=None, directory=self.directory, what=why,
+        )
 
     def restore(self, template: Any, *, step: int | None = None) -> tuple[Any, dict]:
-        """Load checkpoint ``step`` (default: the latest) as ``(state, meta)``.
+        """Load checkpoint ``step`` (default: the newest intact one) as ``(state, meta)``.
 
         ``template`` gives the structure, shapes, dtypes and shardings to restore into (e.g. a
         freshly initialised state; its values are not used). Structures and shapes must match;
         values are cast to the template's dtypes within a kind (e.g. float32 -> bfloat16), and a
         leaf whose kind differs (floating, signed or unsigned integer, bool) is a ValueError.
+
+        Every array and the meta dict are checked against the checksums saved with them. A
+        named ``step`` that fails (unreadable, incomplete, or contents that differ) raises
+        :class:`CheckpointIntegrityError` naming step, directory and what failed. Without a
+        step, such checkpoints and those holding NaN or Inf are skipped with a warning that
+        names them, and the newest good one is restored (CheckpointIntegrityError when none is).
         """
         self.manager.wait_until_finished()
-        available = self.manager.all_steps()
         if step is None:
-            step = self.manager.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"step: no checkpoint to restore in {self.directory}")
-        elif step not in available:
+            state, meta, _, _ = self._restore_newest(template)
+            return state, meta
+        available = self._listed()
+        if step not in available:
             raise FileNotFoundError(
                 f"step: no checkpoint for step {step} in {self.directory} (have {sorted(available)})"
             )
-        target = jax.tree_util.tree_map(_abstract, template)
-        try:  # compare structure, shapes and dtype kinds first, for a clear error instead of Orbax's
-            stored = _shapes_by_path(self.manager.item_metadata(step)["state"])
-        except Exception:  # metadata unreadable: Orbax's own restore reports the problem
-            stored = None
-        if stored is not None:
-            diff = _mismatches(stored, _shapes_by_path(target))
-            if diff:
-                shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
-                raise ValueError(
-                    f"template: does not match the checkpoint of step {step} in {self.directory} "
-                    f"({len(diff)} difference{'s' if len(diff) > 1 else ''}: {shown}). Restore into a "
-                    "state built like the saved one, or use another directory for a different model."
-                )
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        return self._read(template, step)
+
+    # ------------------------------------------------------------------ used by fit
+
+    def _resume(self, template: Any) -> tuple[Any, int] | None:
+        """As the writer: the newest good checkpoint as ``(state, step)``, or None when there is
+        no checkpoint; newer ones that were skipped are moved aside (``<step>.damaged``), so the
+        resumed run can save those steps again."""
+        self._claim()
+        self._settle()
+        if not self._listed():
+            return None
+        state, _, step, skipped = self._restore_newest(template)
+        for s, why in skipped:
+            kind = "nonfinite" if why == "it holds NaN or Inf" else "damaged"
+            aside = self._remove(s, suffix=kind)
+            warnings.warn(f"Checkpoints: moved the skipped checkpoint of step {s} aside to {aside}",
+                          RuntimeWarning, stacklevel=3)
+        if skipped:
+            self.manager.reload()
+        return state, step
+
+    def _wrote_log(self, path: str) -> bool:
         try:
-            restored = self.manager.restore(step, args=args)
-        except ValueError as e:
-            e.add_note(f"(restoring step {step} from {self.directory} into the given template)")
-            raise
-        state = jax.tree_util.tree_map(
-            lambda r, t: jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)) if _is_key(t) else r,
-            restored.state,
-            template,
-        )
-        return state, dict(restored.meta or {})
+            with open(os.path.join(self.directory, _RUN_FILE), encoding="utf-8") as f:
+                return path in json.load(f).get("logs", [])
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _note_log(self, path: str) -> None:
+        """Record that fit logs to ``path`` alongside this directory (so that a re-run after a
+        crash before the first checkpoint may drop that log's rows)."""
+        if self._process != 0 or self._wrote_log(path):
+            return
+        file = os.path.join(self.directory, _RUN_FILE)
+        try:
+            with open(file, encoding="utf-8") as f:
+                logs = list(json.load(f).get("logs", []))
+        except (OSError, ValueError, AttributeError):
+            logs = []
+        with open(file + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"logs": logs + [path]}, f)
+        os.replace(file + ".tmp", file)
+
+    # ------------------------------------------------------------------ lifetime
 
     def wait(self) -> None:
-        """Block until pending saves are written."""
-        self.manager.wait_until_finished()
+        """Block until pending saves are written (and old checkpoints deleted)."""
+        self._settle()
 
     def close(self) -> None:
-        """Wait for pending saves and release Orbax's resources."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Wait for pending saves, release Orbax's resources and the writer lock."""
+        try:
+            self._settle()
+            self.manager.close()
+        finally:
+            self._lock.release()
+            self._writing = False
 
     def __enter__(self) -> Checkpoints:
         return self
@@ -280,4 +663,4 @@ class Checkpoints:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Checkpoints({self.directory!r}, steps={self.steps})"
+        return f"Checkpoints({self.directory!r}, steps={self._listed()})"

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, check_float, is_concrete
+from rnnjax._checks import check_array, check_float, check_int, check_key, is_concrete
 from rnnjax.cells import Cell
-from rnnjax.compose import DenseParams, _check_key, dense, dense_init
-from rnnjax.embed import _check_vocab_size, check_ids, embedding_init, embedding_lookup, one_hot
+from rnnjax.compose import DenseParams, dense, dense_init
+from rnnjax.embed import check_ids, embedding_init, embedding_lookup, one_hot
 from rnnjax.scan import scan
 
 Array = jax.Array
@@ -214,11 +214,18 @@ def sample(
     Args:
       step, params, state, start, max_len, eos: as in ``greedy``.
       key: PRNG key.
-      temperature: a float > 0 (or a scalar float array, to vary it under ``jit``).
+      temperature: a finite float > 0 (or a scalar float array, to vary it under ``jit``).
       top_k: None (the full distribution) or an int in ``[1, V]``.
 
     Returns:
       ``(tokens [max_len, *batch], lengths [*batch])`` as in ``greedy``.
+
+    Outside ``jit`` a temperature that is not a finite number > 0 and a ``start`` id outside
+    ``[0, V)`` are ValueErrors. Under ``jit`` their values are unknown while tracing; there a
+    traced temperature ``<= 0``, Inf or NaN makes every token ``-1`` and every length 0, and an
+    out-of-range ``start`` id does so for its own sequence — an id no vocabulary has, which
+    ``check_ids`` or an embedding lookup downstream rejects, instead of plausible-looking
+    samples from a meaningless distribution.
 
     >>> def step(params, state, token):
     ...     return state, jnp.log(jnp.array([0.1, 0.2, 0.7])) * jnp.ones(token.shape + (3,))
@@ -227,20 +234,30 @@ def sample(
     [1, 2]
     """
     start, _, vocab_size = _check_decode(step, params, state, start, max_len, eos)
-    _check_key(key)
+    check_key(key)
     _check_scalar("temperature", temperature, positive=True, hint=" (use greedy for the argmax)")
+    if not hasattr(temperature, "shape") or is_concrete(temperature):
+        if not np.isfinite(float(temperature)):
+            raise ValueError(f"temperature: expected a finite float > 0, got {float(temperature)!r}")
     if top_k is not None:
         top_k = _check_int("top_k", top_k, minimum=1)
         if top_k > vocab_size:
             raise ValueError(f"top_k: expected an int in [1, {vocab_size}] (V from the step's logits), got {top_k}")
 
+    # Values the checks above cannot see under jit: tokens -1 and length 0 mark them.
+    temp = jnp.asarray(temperature, jnp.float32)
+    bad_temp = ~((temp > 0) & jnp.isfinite(temp))
+    bad = bad_temp | (start < 0) | (start >= vocab_size)  # [*batch]
+    temp = jnp.where(bad_temp, jnp.ones((), jnp.float32), temp)
+
     def pick(t, logits):
         logits = logits.astype(jnp.float32)
         if top_k is not None:
             logits = top_k_logits(logits, top_k)
-        return jax.random.categorical(jax.random.fold_in(key, t), logits / temperature, axis=-1)
+        return jax.random.categorical(jax.random.fold_in(key, t), logits / temp, axis=-1)
 
-    return _decode_loop(step, params, state, start, max_len, eos, pick)
+    tokens, lengths = _decode_loop(step, params, state, start, max_len, eos, pick)
+    return jnp.where(bad, -1, tokens), jnp.where(bad, 0, lengths)
 
 
 # ----------------------------------------------------------------------------- beam search
@@ -418,9 +435,9 @@ def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell: expected a rnnjax.Cell, got {type(cell).__name__}")
-    vocab_size = _check_vocab_size(vocab_size)
+    vocab_size = check_int("vocab_size", vocab_size)
     if embed_size is not None:
-        embed_size = _check_vocab_size(embed_size, "embed_size")
+        embed_size = check_int("embed_size", embed_size)
     input_size = vocab_size if embed_size is None else embed_size
 
     def inputs(params, tokens):

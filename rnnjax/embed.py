@@ -135,6 +135,23 @@ def one_hot(ids: Array, vocab_size: int, *, dtype=jnp.float32) -> Array:
     return jnp.where(valid, out, jnp.array(jnp.nan, dtype))
 
 
+def _check_header_dim(path: str, lineno: int, line: str, dim: int) -> None:
+    """The first vector line after a word2vec header ``<count> <dim>`` has ``dim`` numbers."""
+    fields = line.split()
+    numbers = 0
+    for field in reversed(fields[1:]):  # the trailing fields that are numbers (words may hold spaces)
+        try:
+            float(field)
+        except ValueError:
+            break
+        numbers += 1
+    if numbers != dim:
+        raise ValueError(
+            f"{path}:{lineno}: the word2vec header (line 1) gives vectors of {dim} numbers, but this line "
+            f"has {numbers} numbers after its word; fix the header or the file"
+        )
+
+
 class PretrainedVectors(NamedTuple):
     """Result of ``load_vectors``."""
 
@@ -201,7 +218,11 @@ def load_vectors(
       ``coverage`` and inspect ``[w for w, f in zip(vocab, found) if not f]`` for the misses.
 
     Raises:
-      ValueError: a malformed line (named by its line number), or no word of ``vocab`` found.
+      ValueError: a malformed line (named by its line number) — a vector entry that is not a
+        finite number (``nan``, ``inf``) included, as it would also spoil the mean and spread
+        drawn for the missing words —, a word2vec header whose dimension the lines do not have,
+        a file that is not text in ``encoding`` (e.g. a binary word2vec file), or no word of
+        ``vocab`` found.
 
     >>> import tempfile, pathlib
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "vecs.txt"
@@ -214,32 +235,53 @@ def load_vectors(
     num_words = len(index)
     rows: dict[int, np.ndarray] = {}
     dim = None
+    header = False
+    path = os.path.expanduser(os.fspath(path))
+    lineno = 0
     with open(path, encoding=encoding) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip()
-            if not line:
-                continue
-            if lineno == 1:
-                head = line.split()
-                if len(head) == 2 and head[0].isdigit() and head[1].isdigit():
-                    dim = int(head[1])  # word2vec header: <count> <dim>
+        try:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip()
+                if not line:
                     continue
-            if dim is None:
-                dim = len(line.split()) - 1
-                if dim < 1:
-                    raise ValueError(f"{path}:{lineno}: expected a word followed by its vector, got {line[:80]!r}")
-            parts = line.rsplit(maxsplit=dim)
-            if len(parts) != dim + 1:
-                raise ValueError(
-                    f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
-                )
-            i = index.get(parts[0])
-            if i is None or i in rows:
-                continue
-            try:
-                rows[i] = np.asarray(parts[1:], dtype=np.float64)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: expected {dim} numbers after {parts[0]!r}, got {line[:80]!r}") from None
+                if lineno == 1:
+                    head = line.split()
+                    if len(head) == 2 and head[0].isdigit() and head[1].isdigit():
+                        dim = int(head[1])  # word2vec header: <count> <dim>
+                        header = True
+                        continue
+                if dim is None:
+                    dim = len(line.split()) - 1
+                    if dim < 1:
+                        raise ValueError(f"{path}:{lineno}: expected a word followed by its vector, got {line[:80]!r}")
+                elif header:
+                    _check_header_dim(path, lineno, line, dim)
+                    header = False  # the first vector line settles it
+                parts = line.rsplit(maxsplit=dim)
+                if len(parts) != dim + 1:
+                    raise ValueError(
+                        f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
+                    )
+                i = index.get(parts[0])
+                if i is None or i in rows:
+                    continue
+                try:
+                    row = np.asarray(parts[1:], dtype=np.float64)
+                except ValueError:
+                    raise ValueError(f"{path}:{lineno}: expected {dim} numbers after {parts[0]!r}, got {line[:80]!r}") from None
+                if not np.isfinite(row).all():
+                    bad = [parts[1 + j] for j in np.flatnonzero(~np.isfinite(row))[:3]]
+                    raise ValueError(
+                        f"{path}:{lineno}: expected finite numbers in the vector of {parts[0]!r}, got {', '.join(bad)}"
+                    )
+                rows[i] = row
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"path: expected a text file of word vectors in {encoding}, got {path!r}, which is not {encoding} "
+                f"text (what follows line {lineno} cannot be decoded: {e.reason}); a binary word2vec "
+                "file must be converted to text first (e.g. gensim's KeyedVectors.load_word2vec_format(p, "
+                "binary=True).save_word2vec_format(q)), or pass the file's encoding"
+            ) from None
     if not rows:
         raise ValueError(
             f"vocab: none of its {num_words} words is in {path}; check the file and the words' case"

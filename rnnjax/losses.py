@@ -8,6 +8,13 @@ the gradient.
 
 ``reduction`` is ``"mean"`` (sum over valid positions / number of valid positions; 0 when none
 is valid), ``"sum"``, or ``"none"`` (the per-position values, zero at padding).
+
+**Out-of-range labels.** Label ids must lie in ``[0, V)`` at valid positions. When their
+values are known (outside ``jit``) anything else is a ValueError. Inside ``jit`` (every train
+step) they cannot be checked while tracing; there a label outside ``[0, V)`` — negative ids
+included, which indexing would otherwise wrap around to ``V - 1`` — makes its position's loss
+NaN, so the mean is NaN and :func:`~rnnjax.make_train_step`'s guard skips the step instead of
+training towards a wrong class. ``sequence_accuracy`` is NaN for such labels too.
 """
 
 from __future__ import annotations
@@ -121,14 +128,21 @@ def _check_logits(logits: Any, min_ndim: int, expected: str) -> None:
         raise ValueError(f"logits: expected at least one class, got shape {tuple(logits.shape)}")
 
 
+def _out_of_range(labels: Array, num_classes: int) -> Array:
+    return (labels < 0) | (labels >= num_classes)
+
+
 def _masked_cross_entropy(logits, labels, mask):
-    """Per-position cross-entropy, zero at padding; padding inputs are replaced first."""
+    """Per-position cross-entropy, zero at padding, NaN at a valid position whose label is out
+    of range; padding inputs are replaced first."""
     if mask is not None:
         # Replace padding before the loss: a where() after it would still backpropagate
         # NaN * 0 = NaN from garbage logits, and out-of-range ids would index anything.
         logits = jnp.where(mask[..., None], logits, jnp.zeros((), logits.dtype))
         labels = jnp.where(mask, labels, 0)
-    values = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    bad = _out_of_range(labels, logits.shape[-1])
+    values = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(bad, 0, labels))
+    values = jnp.where(bad, jnp.array(jnp.nan, values.dtype), values)  # never a wrapped-around class
     if mask is not None:
         values = jnp.where(mask, values, jnp.zeros((), values.dtype))
     return values
@@ -149,7 +163,8 @@ def sequence_cross_entropy(
 
     Args:
       logits: ``[T, *batch, V]`` float.
-      labels: ``[T, *batch]`` int ids in ``[0, V)`` (checked at valid positions when concrete).
+      labels: ``[T, *batch]`` int ids in ``[0, V)`` (checked at valid positions when concrete;
+        under ``jit`` an id outside makes the loss NaN, see the module docstring).
       lengths: optional ``[*batch]`` ints in ``[0, T]``.
       mask: optional ``[T, *batch]`` bool, True where valid (instead of ``lengths``).
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[T, *batch]``, zero at padding).
@@ -178,7 +193,8 @@ def classification_cross_entropy(logits: Array, labels: Array, *, reduction: str
 
     Args:
       logits: ``[*batch, C]`` float.
-      labels: ``[*batch]`` int ids in ``[0, C)``.
+      labels: ``[*batch]`` int ids in ``[0, C)`` (checked when concrete; under ``jit`` an id
+        outside, negative included, makes the loss NaN).
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[*batch]``).
 
     >>> float(classification_cross_entropy(jnp.array([[0.0, 0.0]]), jnp.array([1])))  # log 2
@@ -253,6 +269,7 @@ def sequence_accuracy(
     valid = _resolve_mask(lengths, mask, time_shape, "logits")
     labels = _check_labels(labels, time_shape, time_shape, logits.shape[-1], valid)
     hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    hits = jnp.where(_out_of_range(labels, logits.shape[-1]), jnp.nan, hits)  # under jit: NaN, not a miss
     if valid is not None:
         hits = jnp.where(valid, hits, 0.0)
     return _reduce(hits, valid, "mean")

@@ -5,8 +5,9 @@ The recipe is ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))``
 one jitted step ``(state, batch) -> (state, metrics)`` that
 
 - reports the global gradient norm *before* clipping every step (``metrics["grad_norm"]``);
-- skips steps whose loss or gradients are NaN/Inf: params and optimiser state stay as they
-  were, ``state.skipped`` counts them and ``metrics["skipped"]`` flags them;
+- skips steps whose loss, gradients, new params or new optimiser state hold NaN/Inf: params
+  and optimiser state stay as they were, ``state.skipped`` counts them and
+  ``metrics["skipped"]`` flags them;
 - donates the old state's buffers, and traces once (shapes and dtypes fixed across steps).
 
 :func:`fit` is a small loop around such a step with checkpoints, resume, a progress bar and a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,7 +30,6 @@ import numpy as np
 import optax
 
 from rnnjax._checks import takes_positional
-from rnnjax._train_scan import chunk_stream, remat_scan, truncated_scan
 from rnnjax.checkpoint import Checkpoints
 from rnnjax.records import MetricsLog, progress_bar
 
@@ -44,7 +45,8 @@ class TrainState(NamedTuple):
       step: ``[]`` int32, steps taken so far (skipped ones included); the data position.
       key: PRNG key; step ``n`` receives ``jax.random.fold_in(key, n)``, so resuming at step
         ``n`` gives the same randomness.
-      skipped: ``[]`` int32, steps skipped because the loss or a gradient was not finite.
+      skipped: ``[]`` int32, steps skipped because the loss, a gradient or the update was not
+        finite.
       carry: recurrent carry passed from one step to the next (truncated BPTT over a stream),
         or None.
     """
@@ -67,7 +69,8 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation, key: 
       carry: initial carry for steps that pass one along (``make_train_step(..., carry=True)``).
 
     The state holds copies of ``params``, ``carry`` and ``key``: the train step donates the
-    state's buffers, and the arrays passed in here stay usable.
+    state's buffers, and the arrays passed in here stay usable. Params holding NaN or Inf are a
+    ValueError naming the leaves (nothing could be learnt from them: every step would be skipped).
 
     >>> state = init_train_state({"w": jnp.ones(3)}, make_optimizer(1e-3), jax.random.key(0))
     >>> int(state.step), int(state.skipped)
@@ -78,6 +81,12 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation, key: 
         jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32
     ):
         raise TypeError(f"key: expected a PRNG key such as jax.random.key(0), got {key!r}")
+    bad = _nonfinite_leaves(params, "params")
+    if bad:
+        raise ValueError(
+            f"params: expected finite initial values, got NaN or Inf in {', '.join(bad[:4])}"
+            f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}; check the initialiser or the loaded weights"
+        )
     # Copies, so that donating the state to the train step never deletes the caller's arrays.
     params, carry, key = jax.tree_util.tree_map(jnp.copy, (params, carry, key))
     return TrainState(
@@ -109,7 +118,9 @@ def make_optimizer(
     - ``clip=None``: ``optimizer(lr)``.
 
     Args:
-      learning_rate: a positive number or an optax schedule (``step -> rate``).
+      learning_rate: a positive number or an optax schedule (``step -> rate``); a number must
+        be finite and non-zero in float32 unless ``jax_enable_x64`` is on. (A schedule that
+        returns Inf makes the params non-finite: such steps are skipped by the train step.)
       clip: ``"global_norm"``, ``"value"`` or None.
       threshold: the clipping threshold (> 0).
       optimizer: an optax optimiser factory taking the learning rate (``optax.adam``,
@@ -136,6 +147,16 @@ def make_optimizer(
     return base
 
 
+def _nonfinite_leaves(tree: Any, name: str) -> list[str]:
+    """Paths (``name['w']``) of the floating-point leaves holding NaN/Inf (concrete ones only)."""
+    bad = []
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact) and not isinstance(x, jax.core.Tracer):
+            if not bool(jnp.all(jnp.isfinite(x))):
+                bad.append(name + jax.tree_util.keystr(path))
+    return bad
+
+
 def _check_learning_rate(learning_rate: Any) -> None:
     if callable(learning_rate):
         return  # an optax schedule: step -> learning rate
@@ -151,6 +172,14 @@ def _check_learning_rate(learning_rate: Any) -> None:
         )
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"learning_rate: expected a positive finite number, got {learning_rate!r}")
+    if not jax.config.jax_enable_x64:  # params are float32 at most: the rate is applied in it
+        info = np.finfo(np.float32)
+        if not float(info.smallest_subnormal) <= value <= float(info.max):
+            raise ValueError(
+                f"learning_rate: expected a positive number that is finite and non-zero in float32, the "
+                f"params' dtype unless jax_enable_x64 is on (from {info.smallest_subnormal:.3g} to "
+                f"{info.max:.4g}), got {learning_rate!r}"
+            )
 
 
 def _check_optimizer(optimizer: Any, name: str = "optimizer") -> None:
@@ -204,7 +233,9 @@ def make_train_step(
     ``loss``, ``grad_norm`` (global norm of the gradients before any clipping), ``skipped``
     (this step was not applied) and ``skipped_total``.
 
-    Non-finite guard (``skip_nonfinite``): when the loss or any gradient is NaN/Inf, params and
+    Non-finite guard (``skip_nonfinite``): when the loss, any gradient, any of the updated params
+    or any leaf of the updated optimiser state is NaN/Inf (e.g. a learning-rate schedule that
+    returned Inf, or an out-of-range label, which the losses turn into a NaN loss), params and
     optimiser state keep their old values (selected with ``jnp.where`` inside the step) and
     ``state.skipped`` grows by one; ``state.step`` still advances, so the next step sees the next
     batch. A carry that became non-finite is reset to zeros. (``optax.apply_if_finite`` is not
@@ -253,6 +284,11 @@ def make_train_step(
                 new_carry, aux = (rest, {}) if carry else (None, rest)
         else:
             loss, new_carry, aux = out, None, {}
+            if isinstance(out, tuple):
+                raise TypeError(
+                    f"loss_fn: expected a scalar floating-point loss, got {_describe(out)}; for a loss_fn "
+                    "that returns (loss, aux) pass has_aux=True to make_train_step"
+                )
         if not hasattr(loss, "shape") or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
             raise TypeError(f"loss_fn: expected a scalar floating-point loss, got {getattr(loss, 'shape', loss)!r}"
                             f" {getattr(loss, 'dtype', '')}")
@@ -281,7 +317,7 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if skip_nonfinite:
-            ok = jnp.isfinite(loss) & _all_finite(grads)
+            ok = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params) & _all_finite(opt_state)
             params = _select(ok, params, state.params)
             opt_state = _select(ok, opt_state, state.opt_state)
         else:
@@ -316,14 +352,25 @@ def fit(
 
     The loop, in full::
 
-        if checkpoints has a checkpoint: state = restore(latest); log.truncate(state.step)
-        (no checkpoint restored, and log holds rows after state.step: ValueError)
+        take the checkpoint directory's writer lock
+        if checkpoints has a checkpoint: state = restore(newest intact); log.truncate(state.step)
+        (no checkpoint restored, and log holds rows after state.step: see ``log`` below)
+        (params or optimiser state not finite: ValueError)
         for i in range(state.step, num_steps):
             state, metrics = train_step(state, data(i))
             every log_every steps: log.write(i + 1, scalar metrics); show the loss on the bar
             callback(i + 1, state, metrics)
-            every save_every steps: checkpoints.save(state)
+            every save_every steps: checkpoints.save(state)   # only a finite state
         checkpoints.save(state)   # the final state, unless just saved
+
+    Resuming never starts from garbage: a checkpoint that fails verification (files truncated,
+    deleted or altered; see :class:`Checkpoints`) or holds NaN/Inf is skipped with a warning
+    naming its step, the directory and what failed, moved aside (``<step>.damaged`` or
+    ``<step>.nonfinite``) so that the run can save that step again, and the newest intact one
+    is restored. A state whose params or optimiser state are not finite is never saved: with
+    the train step's guard (the default) that cannot happen; without it
+    (``skip_nonfinite=False``) fit raises ``FloatingPointError`` at the save, and the
+    checkpoints already saved (all finite) stay.
 
     ``data(i)`` is the batch of step ``i``. Make it a function of ``i`` alone (e.g.
     :func:`chunk_stream`, or a batch drawn with ``jax.random.fold_in(key, i)``): then the data
@@ -340,9 +387,11 @@ def fit(
       save_every: save every this many steps (and at the end); None saves only at the end.
       log: a :class:`MetricsLog`; new rows are appended. After a checkpoint is restored, the
         rows after its step (logged by the interrupted run) are dropped first. Without a
-        restored checkpoint, a log holding rows after ``state.step`` (another run's, or a run
-        that stopped before its first checkpoint) is a ValueError: nothing in it is deleted
-        or mixed with the new run's rows.
+        restored checkpoint, a log holding rows after ``state.step`` is dropped back to
+        ``state.step`` (with a warning) only when fit logged to it with these ``checkpoints``
+        before (a run that stopped before its first checkpoint; fit notes its logs in the
+        directory's ``.rnnjax-run.json``); otherwise (another run's log) it is a ValueError,
+        and nothing in it is deleted or mixed with the new run's rows.
       log_every: log (and update the bar's postfix) every this many steps; the scalar
         entries of ``metrics`` are logged.
       progress: show a progress bar (None: only when stderr is a terminal).
@@ -376,22 +425,56 @@ def fit(
     if log is not None and not isinstance(log, MetricsLog):
         raise TypeError(f"log: expected rnnjax.MetricsLog, got {type(log).__name__}")
 
-    restored = checkpoints is not None and checkpoints.latest_step is not None
+    resumed = None if checkpoints is None else checkpoints._resume(state)  # takes the writer lock
+    restored = resumed is not None
     if restored:
-        state, _ = checkpoints.restore(state)
+        state, _ = resumed
     start = int(state.step)
     if num_steps < start:
         where = f"the checkpoint restored from {checkpoints.directory}" if restored else "the given state"
         raise ValueError(f"num_steps: expected at least {start}, the step of {where}, got {num_steps}")
+    bad = _nonfinite_leaves(state.params, "state.params") + _nonfinite_leaves(state.opt_state, "state.opt_state")
+    if bad:
+        raise ValueError(
+            f"state: expected finite params and optimiser state at step {start}, got NaN or Inf in "
+            f"{', '.join(bad[:4])}{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}"
+        )
     if log is not None:
         if restored:
             log.truncate(start)  # rows an interrupted run logged after its last checkpoint
         elif log.rows and log.rows[-1]["step"] > start:
-            raise ValueError(
-                f"log: {log.path or 'the log'} already holds {len(log.rows)} rows up to step "
-                f"{log.rows[-1]['step']}, and the run starts at step {start} with no checkpoint restored; "
-                "use a new file (or pass the checkpoints of the run that wrote it, to resume it)"
+            if checkpoints is not None and log.path is not None and checkpoints._wrote_log(log.path):
+                warnings.warn(
+                    f"fit: dropped the rows after step {start} of {log.path}: the run that logged them "
+                    f"stopped before its first checkpoint in {checkpoints.directory}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                log.truncate(start)
+            else:
+                hint = (
+                    f"they are not from a run of fit that checkpointed into {checkpoints.directory}; "
+                    "use a new file, or remove this one to start afresh"
+                    if checkpoints is not None
+                    else "use a new file (or pass the checkpoints of the run that wrote it, to resume it)"
+                )
+                raise ValueError(
+                    f"log: {log.path or 'the log'} already holds {len(log.rows)} rows up to step "
+                    f"{log.rows[-1]['step']}, and the run starts at step {start} with no checkpoint restored; "
+                    + hint
+                )
+    if checkpoints is not None and log is not None and log.path is not None:
+        checkpoints._note_log(log.path)
+
+    def save(state, step):
+        if _nonfinite_leaves(state.params, "params") or _nonfinite_leaves(state.opt_state, "opt_state"):
+            kept = checkpoints.latest_step
+            raise FloatingPointError(
+                f"state: the params or optimiser state hold NaN or Inf after step {step}; not saved to "
+                f"{checkpoints.directory} (its newest checkpoint, {'step ' + str(kept) if kept is not None else 'none'}, "
+                "is kept). make_train_step's non-finite guard (skip_nonfinite=True) skips such steps"
             )
+        checkpoints.save(state, step=step)
     with progress_bar(max(num_steps, start), initial=start, enabled=progress) as bar:
         for i in range(start, num_steps):
             state, metrics = train_step(state, data(i))
@@ -405,22 +488,19 @@ def fit(
             if callback is not None:
                 callback(done, state, metrics)
             if checkpoints is not None and save_every is not None and done % save_every == 0:
-                checkpoints.save(state, step=done)
+                save(state, done)
             bar.update(1)
     if checkpoints is not None:
         if int(state.step) not in checkpoints.steps:
-            checkpoints.save(state)
+            save(state, int(state.step))
         checkpoints.wait()
     return state
 
 
 __all__ = [
     "TrainState",
-    "chunk_stream",
     "fit",
     "init_train_state",
     "make_optimizer",
     "make_train_step",
-    "remat_scan",
-    "truncated_scan",
 ]
