@@ -39,6 +39,17 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def run(model, params, xs, **kwargs):
+    """``model.apply(params, xs, lengths=LENGTHS)`` under jit: one compile instead of many eager ops."""
+    apply = jax.jit(lambda p, x, lengths: model.apply(p, x, lengths=lengths, **kwargs))
+    return apply(params, jnp.asarray(xs), jnp.asarray(LENGTHS))
+
+
+def scan_full(cell, params, xs):
+    """``rnnjax.scan`` of the cell over the full length of ``xs``, from zeros, under jit."""
+    return jax.jit(lambda p, x: rj.scan(cell.step, p, cell.initial_carry((B,)), x))(params, jnp.asarray(xs))
+
+
 def random_like(params, seed=1):
     leaves, tree = jax.tree_util.tree_flatten(params)
     r = rng(seed)
@@ -48,13 +59,19 @@ def random_like(params, seed=1):
 
 # --------------------------------------------------------------------------------- PyTorch
 
-torch_cases = {
-    "rnn_tanh_2x_bi_batch_first": ("RNN", dict(num_layers=2, bidirectional=True, batch_first=True)),
-    "rnn_relu": ("RNN", dict(nonlinearity="relu")),
+torch_cases = {  # each option in at least one case, kept small: grads of a deep bi-LSTM are slow
     "lstm_2x_bi": ("LSTM", dict(num_layers=2, bidirectional=True)),
     "lstm_no_bias_batch_first": ("LSTM", dict(bias=False, batch_first=True)),
-    "gru_2x_bi_batch_first": ("GRU", dict(num_layers=2, bidirectional=True, batch_first=True)),
+    "gru_bi_batch_first": ("GRU", dict(bidirectional=True, batch_first=True)),
+    "rnn_relu_2x_batch_first": ("RNN", dict(nonlinearity="relu", num_layers=2, batch_first=True)),
 }
+
+
+def zeros(cls, input_size, hidden, gates):
+    """Params of ``cls`` without running an initialiser (cheap: the error tests only need shapes)."""
+    w = (jnp.zeros((input_size, gates * hidden)), jnp.zeros((hidden, gates * hidden)))
+    biases = (jnp.zeros(gates * hidden),) * (len(cls._fields) - 2)
+    return cls(*w, *biases)
 
 
 @pytest.fixture(scope="module")
@@ -108,25 +125,21 @@ def test_torch_packed_batch_outputs_carry_and_gradients(torch, case):
     model, params = interop.from_torch(module)
     carry0 = interop.from_torch_carry(module, state0)
 
-    def run(params, xs):
-        carry, ys = model.apply(params, xs, lengths=jnp.asarray(LENGTHS), carry=carry0)
-        return carry, ys
-
     def jloss(params, xs):
-        carry, ys = run(params, xs)
+        carry, ys = model.apply(params, xs, lengths=jnp.asarray(LENGTHS), carry=carry0)
         state = interop.to_torch_carry(carry)
         h, c = state if lstm else (state, None)
         total = jnp.sum(ys * r_out) + jnp.sum(h * r_h)
-        return total + jnp.sum(c * r_c) if lstm else total
+        return (total + jnp.sum(c * r_c) if lstm else total), (carry, ys)
 
-    carry, ys = run(params, jnp.asarray(xs))
+    grad = jax.jit(jax.grad(jloss, argnums=(0, 1), has_aux=True))
+    (g_params, g_xs), (carry, ys) = grad(params, jnp.asarray(xs))
     np.testing.assert_allclose(ys, out_t.detach().numpy(), **TOL)  # zeros at padding on both sides
     state = interop.to_torch_carry(carry)
     np.testing.assert_allclose(state[0] if lstm else state, h_n.detach().numpy(), **TOL)
     if lstm:
         np.testing.assert_allclose(state[1], c_n.detach().numpy(), **TOL)
 
-    g_params, g_xs = jax.grad(jloss, argnums=(0, 1))(params, jnp.asarray(xs))
     np.testing.assert_allclose(g_xs, x_t.grad.numpy(), **TOL)
     for pname, p in module.named_parameters():
         np.testing.assert_allclose(torch_grad_of(g_params, pname, bf), p.grad.numpy(), err_msg=pname, **TOL)
@@ -136,7 +149,7 @@ def test_torch_cells_one_step(torch):
     torch.manual_seed(0)
     r = rng(2)
     x, h, c = (r.normal(size=(B, s)).astype(np.float32) for s in (IN, H, H))
-    for module in (torch.nn.RNNCell(IN, H, nonlinearity="relu"), torch.nn.LSTMCell(IN, H), torch.nn.GRUCell(IN, H)):
+    for module in (torch.nn.RNNCell(IN, H), torch.nn.LSTMCell(IN, H), torch.nn.GRUCell(IN, H)):
         cell, params = interop.from_torch(module)
         if isinstance(module, torch.nn.LSTMCell):
             h_t, c_t = module(torch.tensor(x), (torch.tensor(h), torch.tensor(c)))
@@ -176,8 +189,8 @@ def test_torch_dropout_and_bfloat16(torch):
     module = torch.nn.LSTM(IN, H, num_layers=2, dropout=0.3)
     model, params = interop.from_torch(module)
     xs = jnp.asarray(rng().normal(size=(T, B, IN)).astype(np.float32))
-    _, ys_eval = model.apply(params, xs)
-    _, ys_train = model.apply(params, xs, train=True, key=jax.random.key(0))
+    _, ys_eval = run(model, params, xs)
+    _, ys_train = run(model, params, xs, train=True, key=jax.random.key(0))
     assert float(jnp.abs(ys_train - ys_eval).max()) > 1e-3  # inter-layer dropout is on in training
     with pytest.raises(ValueError, match="dropout=0.3"):
         model.apply(params, xs, train=True)
@@ -193,19 +206,19 @@ def test_torch_bad_input(torch):
     module = torch.nn.LSTM(IN, H, num_layers=2)
     before = [p.detach().clone() for p in module.parameters()]
     _, params = interop.from_torch(module)
-    wrong = (params[0], rj.lstm(H, H + 1).init(jax.random.key(0)))
+    wrong = (params[0], zeros(rj.LSTMParams, H, H + 1, 4))
     with pytest.raises(ValueError, match=r"params\[1\]\.w_ih: expected shape \(4, 16\) \(weight_ih_l1 of the "
                                          r"module, transposed\), got \(4, 20\)"):
         interop.to_torch(wrong, module)
     with pytest.raises(ValueError, match=r"params: expected 2 entries \(the module's num_layers\), got 1"):
         interop.to_torch(params[:1], module)
     with pytest.raises(TypeError, match=r"params\[0\]: expected rnnjax LSTMParams \(for torch.nn.LSTM\), got GRUParams"):
-        interop.to_torch((rj.gru(IN, H).init(jax.random.key(0)), params[1]), module)
+        interop.to_torch((zeros(rj.GRUParams, IN, H, 3), params[1]), module)
     for p, q in zip(module.parameters(), before, strict=True):  # nothing was written
         assert torch.equal(p, q)
     no_bias = torch.nn.LSTM(IN, H, bias=False)
     with pytest.raises(ValueError, match=r"params\[0\]\.b: the module has bias=False, so it must be zero"):
-        interop.to_torch((rj.lstm(IN, H).init(jax.random.key(0)),), no_bias)
+        interop.to_torch((zeros(rj.LSTMParams, IN, H, 4)._replace(b=jnp.ones(4 * H)),), no_bias)
     with pytest.raises(ValueError, match=r"state\[0\]: expected shape \[2, \*batch, 4\]"):
         interop.from_torch_carry(module, (torch.zeros(1, B, H), torch.zeros(1, B, H)))
     with pytest.raises(TypeError, match=r"state: expected \(h_0, c_0\) for an LSTM"):
@@ -251,14 +264,13 @@ def test_linen_rnn_padded_batch(linen, batch, name):
     xs, xs_tm = batch
     module = linen.RNN(linen_cells(linen)[name], return_carry=True)
     variables = randomise(module.init(jax.random.key(0), xs))
-    carry_f, ys_f = module.apply(variables, xs, seq_lengths=LENGTHS)
+    carry_f, ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs)
     model, params = interop.from_flax(module, variables)
-    carry, ys = model.apply(params, jnp.asarray(xs), lengths=LENGTHS)
+    carry, ys = run(model, params, xs)
     np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)  # batch-major like flax
     assert_trees_close(carry, flax_lstm_carry(carry_f))
     # time-major rnnjax call on the transposed batch gives the same
-    _, ys_tm = rj.rnn(interop.from_flax(module.cell, variables["params"]["cell"])[0]).apply(
-        params, jnp.asarray(xs_tm), lengths=LENGTHS)
+    _, ys_tm = run(rj.rnn(interop.from_flax(module.cell, variables["params"]["cell"])[0]), params, xs_tm)
     np.testing.assert_allclose(np.swapaxes(ys_tm, 0, 1), ys, atol=0)
     # flax -> rnnjax -> flax reproduces the variables exactly
     assert_trees_equal(interop.to_flax(params, module, variables), variables)
@@ -274,9 +286,9 @@ def test_linen_bidirectional_time_major_and_reverse(linen, batch):
     xs, xs_tm = batch
     module = linen.Bidirectional(linen.RNN(linen.LSTMCell(H)), linen.RNN(linen.GRUCell(H)), return_carry=True)
     variables = randomise(module.init(jax.random.key(0), xs))
-    (cf, cb), ys_f = module.apply(variables, xs, seq_lengths=LENGTHS)
+    (cf, cb), ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs)
     model, params = interop.from_flax(module, variables)
-    carry, ys = model.apply(params, jnp.asarray(xs), lengths=LENGTHS)
+    carry, ys = run(model, params, xs)
     np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
     assert_trees_close(carry, rj.BiCarry(flax_lstm_carry(cf), cb))
     assert_trees_equal(interop.to_flax(params, module, variables), variables)
@@ -284,9 +296,9 @@ def test_linen_bidirectional_time_major_and_reverse(linen, batch):
     # a time-major reverse RNN without keep_order returns outputs in processing order
     module = linen.RNN(linen.GRUCell(H), time_major=True, reverse=True, return_carry=True)
     variables = randomise(module.init(jax.random.key(0), xs_tm), seed=6)
-    c_f, ys_f = module.apply(variables, xs_tm, seq_lengths=LENGTHS)
+    c_f, ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs_tm)
     model, params = interop.from_flax(module, variables)
-    carry, ys = model.apply(params, jnp.asarray(xs_tm), lengths=LENGTHS)
+    carry, ys = run(model, params, xs_tm)
     np.testing.assert_allclose(ys, valid(ys_f, 0), **TOL)
     np.testing.assert_allclose(carry, c_f, **TOL)
 
@@ -294,11 +306,11 @@ def test_linen_bidirectional_time_major_and_reverse(linen, batch):
 def test_linen_round_trip_from_rnnjax_and_errors(linen):
     cell = linen.GRUCell(H)
     variables = cell.init(jax.random.key(0), jnp.zeros((B, H)), jnp.zeros((B, IN)))
-    mine = random_like(rj.gru(IN, H).init(jax.random.key(0)))
+    mine = random_like(zeros(rj.GRUParams, IN, H, 3))
     mine = mine._replace(b_hh=mine.b_hh.at[: 2 * H].set(0.0))  # flax holds b_hh[:2H] folded into b_ih
     assert_trees_equal(interop.from_flax(cell, interop.to_flax(mine, cell, variables))[1], mine)
     # a nonzero b_hh[:2H] is folded: same function, so one step agrees
-    full = random_like(rj.gru(IN, H).init(jax.random.key(0)))
+    full = random_like(zeros(rj.GRUParams, IN, H, 3))
     back = interop.from_flax(cell, interop.to_flax(full, cell, variables))[1]
     x, h = jnp.asarray(rng().normal(size=(B, IN)), jnp.float32), jnp.asarray(rng(1).normal(size=(B, H)), jnp.float32)
     np.testing.assert_allclose(rj.gru_step(back, h, x)[1], rj.gru_step(full, h, x)[1], **TOL)
@@ -318,7 +330,7 @@ def test_linen_round_trip_from_rnnjax_and_errors(linen):
     with pytest.raises(ValueError, match=r"variables: expected variables\['params'\]\['hn'\] \(the params of a flax GRUCell\), missing"):
         interop.from_flax(cell, {"params": {k: v for k, v in variables["params"].items() if k != "hn"}})
     with pytest.raises(ValueError, match=r"params: variables cell/ir/kernel has shape \(3, 4\), the params give \(5, 4\)"):
-        interop.to_flax(rj.gru(5, H).init(jax.random.key(0)), linen.RNN(cell), {"params": {"cell": variables["params"]}})
+        interop.to_flax(zeros(rj.GRUParams, 5, H, 3), linen.RNN(cell), {"params": {"cell": variables["params"]}})
 
 
 # -------------------------------------------------------------------------------- Flax NNX
@@ -340,9 +352,9 @@ def test_nnx_rnn_padded_batch(nnx, batch, name):
     xs, _ = batch
     cell = getattr(nnx, name)(IN, H, rngs=nnx.Rngs(0))
     module = nnx_randomise(nnx, nnx.RNN(cell, return_carry=True))
-    carry_f, ys_f = module(jnp.asarray(xs), seq_lengths=jnp.asarray(LENGTHS))
+    carry_f, ys_f = nnx.jit(lambda m, x: m(x, seq_lengths=jnp.asarray(LENGTHS)))(module, jnp.asarray(xs))
     model, params = interop.from_flax(module)
-    carry, ys = model.apply(params, jnp.asarray(xs), lengths=LENGTHS)
+    carry, ys = run(model, params, xs)
     np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
     assert_trees_close(carry, flax_lstm_carry(carry_f))
     before = jax.tree_util.tree_map(np.asarray, nnx.state(module, nnx.Param))
@@ -356,9 +368,9 @@ def test_nnx_bidirectional_and_gru_without_b_hn(nnx, batch):
     module = nnx.Bidirectional(nnx.RNN(nnx.GRUCell(IN, H, rngs=nnx.Rngs(0))),
                                nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(1))), return_carry=True)
     nnx_randomise(nnx, module)
-    (cf, cb), ys_f = module(jnp.asarray(xs), seq_lengths=jnp.asarray(LENGTHS))
+    (cf, cb), ys_f = nnx.jit(lambda m, x: m(x, seq_lengths=jnp.asarray(LENGTHS)))(module, jnp.asarray(xs))
     model, params = interop.from_flax(module)
-    carry, ys = model.apply(params, jnp.asarray(xs), lengths=LENGTHS)
+    carry, ys = run(model, params, xs)
     np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
     assert_trees_close(carry, rj.BiCarry(cf, flax_lstm_carry(cb)))
     assert not np.any(np.asarray(params.fwd.b_hh))  # NNX's GRU has no recurrent bias at all
@@ -402,10 +414,10 @@ def test_haiku_cores_full_length(hk, batch, name):
 
     f = hk.transform(unroll)
     hparams = random_like(f.init(jax.random.key(0), jnp.asarray(xs_tm)), seed=8)
-    ys_h, state_h = f.apply(hparams, None, jnp.asarray(xs_tm))
+    ys_h, state_h = jax.jit(f.apply)(hparams, None, jnp.asarray(xs_tm))
     core = name.split("_")[0]
     cell, params = interop.from_haiku(hparams, core)
-    carry, ys = rj.scan(cell.step, params, cell.initial_carry((B,)), jnp.asarray(xs_tm))
+    carry, ys = scan_full(cell, params, xs_tm)
     np.testing.assert_allclose(ys, ys_h, **TOL)
     assert_trees_close(carry, rj.LSTMState(*state_h) if core == "LSTM" else state_h)
     back = interop.to_haiku(params, hparams, core)
@@ -413,7 +425,7 @@ def test_haiku_cores_full_length(hk, batch, name):
         np.testing.assert_array_equal(back["lstm/linear"]["w"], hparams["lstm/linear"]["w"])
         np.testing.assert_allclose(back["lstm/linear"]["b"], hparams["lstm/linear"]["b"], rtol=0, atol=2e-7)
     elif name == "VanillaRNN_double_bias":  # the two biases come back as one (and a zero one)
-        np.testing.assert_allclose(f.apply(back, None, jnp.asarray(xs_tm))[0], ys_h, **TOL)
+        np.testing.assert_allclose(jax.jit(f.apply)(back, None, jnp.asarray(xs_tm))[0], ys_h, **TOL)
     else:
         assert_trees_equal(back, hparams)
 
@@ -421,7 +433,7 @@ def test_haiku_cores_full_length(hk, batch, name):
 def test_haiku_rnnjax_round_trip_and_errors(hk):
     f = hk.transform(lambda x: hk.GRU(H)(x, jnp.zeros((B, H))))
     template = f.init(jax.random.key(0), jnp.zeros((B, IN)))
-    mine = random_like(rj.gru_reset_before(IN, H).init(jax.random.key(0)))
+    mine = random_like(zeros(rj.GRUResetBeforeParams, IN, H, 3))
     mine = mine._replace(b_hh=jnp.zeros_like(mine.b_hh))  # haiku's GRU holds one bias
     assert_trees_equal(interop.from_haiku(interop.to_haiku(mine, template, "GRU"), hk.GRU)[1], mine)
     with pytest.raises(ValueError, match=r"name: no haiku module 'lstm/linear' in params.*\['gru'\]"):
@@ -429,7 +441,7 @@ def test_haiku_rnnjax_round_trip_and_errors(hk):
     with pytest.raises(ValueError, match="core: expected one of"):
         interop.from_haiku(template, "MGU")
     with pytest.raises(ValueError, match=r"params.w_ih: expected shape \(3, 12\) \(gru/w_i\), got \(5, 12\)"):
-        interop.to_haiku(rj.gru_reset_before(5, H).init(jax.random.key(0)), template, "GRU")
+        interop.to_haiku(zeros(rj.GRUResetBeforeParams, 5, H, 3), template, "GRU")
 
 
 # --------------------------------------------------------------------------------- Equinox
@@ -451,9 +463,9 @@ def test_equinox_cells_full_length(eqx, batch, name, use_bias):
         state = jax.vmap(cell_e)(x, state)
         return state, state[0] if lstm else state
 
-    state_e, ys_e = jax.lax.scan(body, state0, jnp.asarray(xs_tm))
+    state_e, ys_e = jax.jit(lambda x: jax.lax.scan(body, state0, x))(jnp.asarray(xs_tm))
     cell, params = interop.from_equinox(cell_e)
-    carry, ys = rj.scan(cell.step, params, cell.initial_carry((B,)), jnp.asarray(xs_tm))
+    carry, ys = scan_full(cell, params, xs_tm)
     np.testing.assert_allclose(ys, ys_e, **TOL)
     assert_trees_close(carry, rj.LSTMState(*state_e) if lstm else state_e)
     back = interop.to_equinox(params, getattr(eqx.nn, name)(IN, H, use_bias=use_bias, key=jax.random.key(1)))
@@ -496,7 +508,7 @@ def test_keras_masked_batch(keras, batch, name):
     out = layer(xs, mask=mask)
     ys_k, states = np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
     model, params = interop.from_keras(layer)
-    carry, ys = model.apply(params, jnp.asarray(xs), lengths=LENGTHS)
+    carry, ys = run(model, params, xs)
     np.testing.assert_allclose(ys, valid(ys_k, 1), **TOL)
     directions = [carry.fwd, carry.bwd] if isinstance(carry, rj.BiCarry) else [carry]
     mine = [s for c in directions for s in ((c.h, c.c) if isinstance(c, rj.LSTMState) else (c,))]
