@@ -1,21 +1,42 @@
 """rnnjax: recurrent sequence models in JAX built from pure step functions.
 
 A cell is ``step(params, carry, x) -> (carry, y)``; ``rnnjax.scan`` runs it over time with
-variable lengths and reversal. See DESIGN.md for the conventions (time-major, ``(in, out)``
-weights, PyTorch gate order).
+variable lengths and reversal. The conventions (time-major, ``(in, out)`` weights, PyTorch gate
+order), the layering of the modules and the registry of built-in cells are described in
+``docs/design.md``.
+
+Every public name is re-exported here from the one module that defines it. ``rnnjax.nnx``
+(Flax NNX adapters, needs the ``nnx`` extra) and ``rnnjax.interop`` (weights from and to other
+libraries) are submodules, imported on first use.
 """
 
+from rnnjax.attention import (
+    AdditiveParams,
+    Attention,
+    DotParams,
+    GeneralParams,
+    additive_attention,
+    attend,
+    dot_attention,
+    general_attention,
+    masked_softmax,
+)
 from rnnjax.cells import (
     CIFGParams,
     Cell,
+    DampenedParams,
     ElmanParams,
     GRUParams,
     GRUResetBeforeParams,
     LSTMParams,
     LSTMState,
+    MinGRUParams,
+    MinLSTMParams,
     PeepholeLSTMParams,
     cifg_lstm,
     cifg_lstm_step,
+    dampened,
+    dampened_step,
     elman,
     elman_step,
     gru,
@@ -24,58 +45,122 @@ from rnnjax.cells import (
     gru_step,
     lstm,
     lstm_step,
+    min_gru,
+    min_gru_step,
+    min_lstm,
+    min_lstm_step,
     peephole_lstm,
     peephole_lstm_step,
 )
-from rnnjax.scan import flip_sequences, scan
-
-# Each module below owns its public names through its own __all__. The modules are held in
-# _MODULES before the star imports, so a public name equal to a module name cannot shadow one.
-import importlib as _importlib
-
-_MODULES = tuple(
-    _importlib.import_module(f"rnnjax.{_name}")
-    for _name in ("attention", "checkpoint", "compose", "decode", "diagnostics", "distributed",
-                  "embed", "losses", "parallel_time", "records", "train")
+from rnnjax.checkpoint import Checkpoints
+from rnnjax.compose import (
+    BiCarry,
+    BiParams,
+    DenseParams,
+    SeqModel,
+    StackedCarry,
+    bidirectional,
+    carry_hidden,
+    deep,
+    dense,
+    dense_init,
+    pool_last,
+    pool_max,
+    pool_mean,
+    repeat_vector,
+    rnn,
+    stack,
+    with_hidden,
 )
-from rnnjax.attention import *  # noqa: F403
-from rnnjax.checkpoint import *  # noqa: F403
-from rnnjax.compose import *  # noqa: F403
-from rnnjax.decode import *  # noqa: F403
-from rnnjax.diagnostics import *  # noqa: F403
-from rnnjax.distributed import *  # noqa: F403
-from rnnjax.embed import *  # noqa: F403
-from rnnjax.losses import *  # noqa: F403
-from rnnjax.parallel_time import *  # noqa: F403
-from rnnjax.records import *  # noqa: F403
-from rnnjax.train import *  # noqa: F403
+from rnnjax.decode import (
+    LanguageModel,
+    LanguageModelParams,
+    beam_search,
+    greedy,
+    language_model,
+    sample,
+    top_k_logits,
+)
+from rnnjax.diagnostics import gradient_flow, plot_gradient_flow, state_jacobian_norms
+from rnnjax.distributed import data_mesh, replicate, shard_batch
+from rnnjax.embed import (
+    PretrainedVectors,
+    check_ids,
+    embedding_init,
+    embedding_lookup,
+    load_vectors,
+    one_hot,
+)
+from rnnjax.losses import (
+    classification_cross_entropy,
+    mask_from_lengths,
+    sequence_accuracy,
+    sequence_cross_entropy,
+    sequence_mse,
+)
+from rnnjax.parallel_time import DeerInfo, deer_scan, min_rnn_parallel
+from rnnjax.records import MetricsLog, plot_curves, progress_bar, read_metrics
+from rnnjax.scan import chunk_stream, flip_sequences, remat_scan, scan, truncated_scan
+from rnnjax.seq2seq import Seq2Seq, Seq2SeqParams, Seq2SeqState, seq2seq
+from rnnjax.train import TrainState, fit, init_train_state, make_optimizer, make_train_step
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CIFGParams",
-    "Cell",
-    "ElmanParams",
-    "GRUParams",
-    "GRUResetBeforeParams",
-    "LSTMParams",
-    "LSTMState",
-    "PeepholeLSTMParams",
-    "cifg_lstm",
-    "cifg_lstm_step",
-    "elman",
-    "elman_step",
-    "flip_sequences",
-    "gru",
-    "gru_reset_before",
-    "gru_reset_before_step",
-    "gru_step",
-    "lstm",
-    "lstm_step",
-    "peephole_lstm",
-    "peephole_lstm_step",
-    "scan",
+    # cells
+    "Cell", "LSTMState",
+    "ElmanParams", "LSTMParams", "PeepholeLSTMParams", "CIFGParams", "GRUParams",
+    "GRUResetBeforeParams", "MinGRUParams", "MinLSTMParams", "DampenedParams",
+    "elman", "elman_step", "lstm", "lstm_step", "peephole_lstm", "peephole_lstm_step",
+    "cifg_lstm", "cifg_lstm_step", "gru", "gru_step", "gru_reset_before", "gru_reset_before_step",
+    "min_gru", "min_gru_step", "min_lstm", "min_lstm_step", "dampened", "dampened_step",
+    # time loops
+    "scan", "flip_sequences", "truncated_scan", "remat_scan", "chunk_stream",
+    # parallel in time
+    "min_rnn_parallel", "deer_scan", "DeerInfo",
+    # composition
+    "SeqModel", "StackedCarry", "BiParams", "BiCarry", "DenseParams",
+    "rnn", "stack", "deep", "bidirectional", "carry_hidden", "with_hidden",
+    "pool_last", "pool_mean", "pool_max", "repeat_vector", "dense_init", "dense",
+    # attention, encoder–decoder, decoding
+    "Attention", "AdditiveParams", "GeneralParams", "DotParams",
+    "additive_attention", "general_attention", "dot_attention", "attend", "masked_softmax",
+    "Seq2Seq", "Seq2SeqParams", "Seq2SeqState", "seq2seq",
+    "greedy", "sample", "beam_search", "top_k_logits",
+    "LanguageModel", "LanguageModelParams", "language_model",
+    # token inputs
+    "embedding_init", "embedding_lookup", "check_ids", "one_hot", "load_vectors", "PretrainedVectors",
+    # losses
+    "sequence_cross_entropy", "classification_cross_entropy", "sequence_mse", "sequence_accuracy",
+    "mask_from_lengths",
+    # training
+    "TrainState", "init_train_state", "make_optimizer", "make_train_step", "fit",
+    "Checkpoints", "MetricsLog", "read_metrics", "progress_bar", "plot_curves",
+    "gradient_flow", "state_jacobian_norms", "plot_gradient_flow",
+    "data_mesh", "replicate", "shard_batch",
 ]
-for _m in _MODULES:
-    __all__ += list(_m.__all__)
-del _m
+
+def _register_for_export() -> None:
+    """Let ``jax.export`` serialise functions whose inputs or outputs hold rnnjax containers."""
+    from jax import export
+
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
+            export.register_namedtuple_serialization(obj, serialized_name=f"rnnjax.{name}")
+    export.register_pytree_node_serialization(
+        StackedCarry, serialized_name="rnnjax.StackedCarry",
+        serialize_auxdata=lambda aux: b"", deserialize_auxdata=lambda data: None)
+
+
+_register_for_export()
+
+_SUBMODULES = ("interop", "nnx")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:  # rj.interop, rj.nnx: imported on first use
+        import importlib
+
+        return importlib.import_module(f"rnnjax.{name}")
+    raise AttributeError(f"module 'rnnjax' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Argument checks shared by the public entry points.
+"""Argument checks shared by the public entry points, and the padding helpers they share.
 
 Every check raises ``ValueError``/``TypeError`` naming the argument, what was expected and
 what was given. They look only at static shapes and dtypes, so they cost nothing under
@@ -53,11 +53,13 @@ def steps_mask(lengths: Any, num_steps: int):
 
 
 def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str = "lengths",
-                  source: str = "xs"):
+                  source: str = "xs", steps_name: str | None = None):
     """Validate ``lengths: [*batch]`` of integers in ``[0, T]``; returns it as a jax array.
 
-    Values are checked only when concrete; under ``jit`` they cannot be inspected, and a value
-    outside ``[0, T]`` then behaves like the nearest bound (documented on ``rnnjax.scan``).
+    ``source`` names the array whose batch axes ``lengths`` covers, ``steps_name`` says where
+    ``T`` comes from (default ``T = {source}.shape[0]``). Values are checked only when
+    concrete; under ``jit`` they cannot be inspected, and a value outside ``[0, T]`` then
+    behaves like the nearest bound (documented on ``rnnjax.scan``).
     """
     if isinstance(lengths, (list, tuple, int, np.integer)):
         lengths = np.asarray(lengths)
@@ -74,10 +76,48 @@ def check_lengths(lengths: Any, batch_shape: tuple, num_steps: int, *, name: str
         if values.size and (values.min() < 0 or values.max() > num_steps):
             raise ValueError(
                 f"{name}: expected values in [0, {num_steps}] "
-                f"(T = {source if source == 'num_steps' else source + '.shape[0]'}), "
+                f"({steps_name or 'T = ' + (source if source == 'num_steps' else source + '.shape[0]')}), "
                 f"got min {values.min()} and max {values.max()}"
             )
     return jnp.asarray(lengths)
+
+
+def check_seq_lengths(lengths: Any, xs: Any, *, source: str = "xs"):
+    """Validate ``lengths`` of a time-major ``xs: [T, *batch, *features]``; ``(lengths, batch)``.
+
+    The batch axes of ``xs`` are the axes of ``lengths``: any leading part of ``xs.shape[1:-1]``
+    (``[B]`` for spatial inputs ``[T, B, *spatial, C]``, whose other axes belong to the step).
+    Anything else is refused with the message of ``check_lengths`` against ``xs.shape[1:-1]``.
+    """
+    full = tuple(xs.shape[1:-1])
+    if isinstance(lengths, (list, tuple, int, np.integer)):
+        lengths = np.asarray(lengths)
+    shape = tuple(getattr(lengths, "shape", ()))
+    batch = shape if len(shape) <= len(full) and full[: len(shape)] == shape else full
+    return check_lengths(lengths, batch, xs.shape[0], source=source), batch
+
+
+def check_resets(resets: Any, xs: Any):
+    """Validate ``resets: [T, *batch]`` bool of a time-major ``xs``; returns ``(resets, batch)``.
+
+    As for ``lengths``, ``*batch`` may be any leading part of ``xs.shape[1:-1]``.
+    """
+    if isinstance(resets, (list, tuple)):
+        resets = np.asarray(resets)
+    check_array("resets", resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets: expected a bool array, got dtype {resets.dtype}")
+    full, shape = (xs.shape[0], *xs.shape[1:-1]), tuple(resets.shape)
+    if not (1 <= len(shape) <= len(full) and full[: len(shape)] == shape):
+        raise ValueError(
+            f"resets: expected shape {shape_str(full)} (the [T, *batch] axes of xs), got {shape}"
+        )
+    return jnp.asarray(resets), shape[1:]
+
+
+def broadcast_lengths(lengths: Any, batch: tuple) -> Any:
+    """``lengths: [*b]`` broadcast to ``[*batch]`` (``b`` a leading part of ``batch``)."""
+    return jnp.broadcast_to(lengths.reshape(lengths.shape + (1,) * (len(batch) - lengths.ndim)), batch)
 
 
 def takes_positional(fn: Any, n: int) -> bool | None:
@@ -113,6 +153,19 @@ def check_sizes(**sizes: Any) -> None:
         check_int(name, value)
 
 
+def check_key(key: Any, *, name: str = "key") -> None:
+    """A PRNG key: a typed key array (``jax.random.key``) or a raw ``uint32[2]``."""
+    if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+        raise TypeError(f"{name}: expected a PRNG key such as jax.random.key(0), got {type(key).__name__}")
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
+    if not (typed and key.shape == ()) and not raw:
+        raise TypeError(
+            f"{name}: expected a single PRNG key such as jax.random.key(0), got an array of "
+            f"shape {tuple(key.shape)} and dtype {key.dtype}"
+        )
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {value!r}")
@@ -146,3 +199,81 @@ def check_batch_shape(batch_shape: Any) -> tuple:
     if not isinstance(batch_shape, (tuple, list)) or not all(_is_dim(d) for d in batch_shape):
         raise TypeError(f"batch_shape: expected a tuple of ints such as (4,), got {batch_shape!r}")
     return tuple(d if _symbolic(d) else int(d) for d in batch_shape)
+
+
+# ------------------------------------------------------------------------ time loops
+
+
+def check_xs(xs: Any, *, name: str = "xs", floating: bool = False) -> None:
+    """A time-major sequence ``[T, *batch, I]`` with ``T >= 1`` (floating-point if asked)."""
+    (check_float if floating else check_array)(name, xs)
+    if xs.ndim < 2:
+        raise ValueError(f"{name}: expected shape [T, *batch, I] (at least 2 axes), got {tuple(xs.shape)}")
+    if xs.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}")
+
+
+def check_step_output(step, params, carry, xs, batch: tuple | None):
+    """Trace one step abstractly; check the carry comes back unchanged in shape and dtype."""
+    try:
+        out = jax.eval_shape(step, params, carry, xs[0])
+    except (ValueError, TypeError) as e:
+        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)}: xs is time-major "
+                   f"[T, *batch, I], so T = {xs.shape[0]} and *batch = {tuple(xs.shape[1:-1])})")
+        raise
+    if not (isinstance(out, tuple) and len(out) == 2):
+        if isinstance(out, tuple):
+            got = f"a tuple of {len(out)}"
+        elif hasattr(out, "shape"):
+            got = f"one array of shape {tuple(out.shape)}"
+        else:
+            got = type(out).__name__
+        raise TypeError(f"step: expected it to return (carry, y), got {got}")
+    carry_out, y = out
+    in_leaves, in_tree = jax.tree_util.tree_flatten_with_path(carry)
+    out_leaves, out_tree = jax.tree_util.tree_flatten_with_path(carry_out)
+    if in_tree != out_tree:
+        raise ValueError(
+            f"carry: step must return a carry of the same structure it was given; "
+            f"given {in_tree}, returned {out_tree}"
+        )
+    for (path, a), (_, b) in zip(in_leaves, out_leaves, strict=True):
+        a_shape, a_dtype = jnp.shape(a), jnp.result_type(a)
+        if a_shape != b.shape or a_dtype != b.dtype:
+            raise ValueError(
+                f"carry{jax.tree_util.keystr(path)}: step returned shape {b.shape} {b.dtype} for a "
+                f"carry of shape {a_shape} {a_dtype}; they must match (check the carry's batch "
+                f"shape against xs {tuple(xs.shape)} and its dtype)"
+            )
+    if batch is not None:
+        n = len(batch)
+        for what, tree in (("carry", carry_out), ("y", y)):
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                if tuple(leaf.shape[:n]) != batch:
+                    raise ValueError(
+                        f"{what}{jax.tree_util.keystr(path)}: with lengths, every carry and output "
+                        f"leaf must start with the batch axes {shape_str(batch)} of xs, got "
+                        f"shape {tuple(leaf.shape)}"
+                    )
+
+
+def where_batch(flag: Any, new: Any, old: Any) -> Any:
+    """Per-leaf ``where(flag, new, old)`` with ``flag: [*batch]`` broadcast over trailing axes."""
+
+    def pick(n, o):
+        return jnp.where(flag.reshape(flag.shape + (1,) * (jnp.ndim(o) - flag.ndim)), n, o)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def flip_valid(xs: Any, lengths: Any) -> Any:
+    """Reverse each sequence's valid prefix of ``xs: [T, *batch, ...]`` along time; padding
+    stays where it is. ``lengths: [*batch]`` already checked and within ``[0, T]``, or None
+    (every sequence full: a plain reversal)."""
+    if lengths is None:
+        return xs[::-1]
+    num_steps = xs.shape[0]
+    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * jnp.ndim(lengths))
+    idx = jnp.where(t < lengths, lengths - 1 - t, t)  # [T, *batch]
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - idx.ndim))
+    return jnp.take_along_axis(xs, jnp.broadcast_to(idx, xs.shape), axis=0)

@@ -1,6 +1,7 @@
 """Whole-sequence kernels for the built-in Elman, LSTM and GRU cells, with a hand-written VJP.
 
-``rnnjax.scan`` runs ``elman_step``, ``lstm_step`` and ``gru_step`` through these kernels. Their
+``rnnjax.scan`` runs ``elman_step``, ``lstm_step`` and ``gru_step`` through these kernels (the
+registry of built-in cells, ``rnnjax/_registry.py``, names each step's kernel). Their
 values and gradients are those of the plain step loop, up to float rounding; what changes is
 the layout of the work:
 
@@ -34,19 +35,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from rnnjax._checks import steps_mask
-from rnnjax.cells import (
-    ElmanParams,
-    GRUParams,
-    LSTMParams,
-    LSTMState,
-    elman_step,
-    gru_step,
-    lstm_step,
-)
+from rnnjax.cells import ElmanParams, GRUParams, LSTMParams, LSTMState
 
 Array = jax.Array
 
@@ -96,9 +88,15 @@ def _gate_weights(w_ih: Array, w_hh: Array, num_gates: int) -> list[Array]:
 STACKED_MIN_MACS = 20_000_000
 
 
-def _stacked(batch: int, in_size: int, hidden: int, save: bool) -> bool:
-    """Whether a step's gate products are one stacked matmul (else one per gate)."""
-    return not save and batch * (in_size + hidden) * hidden >= STACKED_MIN_MACS
+def _stacked(batch, in_size: int, hidden: int, save: bool) -> bool:
+    """Whether a step's gate products are one stacked matmul (else one per gate).
+
+    A symbolic batch size (``jax.export`` with a dynamic batch) cannot be compared with the
+    threshold: such a function keeps one product per gate, the layout of every other case.
+    """
+    if save or jax.export.is_symbolic_dim(batch):
+        return False
+    return batch * (in_size + hidden) * hidden >= STACKED_MIN_MACS
 
 
 def _lstm_forward(reverse, unroll, params: LSTMParams, h0, c0, xs, valid, save: bool):
@@ -294,53 +292,37 @@ def _elman_bwd(reverse, unroll, activation, saved, cts):
 _elman.defvjp(_elman_fwd, _elman_bwd)
 
 
-# --------------------------------------------------------------------------------- dispatch
+# ------------------------------------------------------------------------------ entry points
+#
+# The registry's ``fused`` kernels: ``kernel(params, carry, xs, valid, reverse, unroll, **kw)
+# -> (carry, ys)`` on one flat batch axis (``xs: [T, B, I]``, carry leaves ``[B, H]``,
+# ``valid: [T, B]`` bool or None).
 
 
-def _elman_activation(step: Callable) -> Callable | None:
-    if step is elman_step:
-        return jnp.tanh
-    if isinstance(step, partial) and step.func is elman_step and not step.args:
-        if set(step.keywords) <= {"activation"}:
-            return step.keywords.get("activation", jnp.tanh)
-    return None
+def lstm_sequence(params: LSTMParams, carry: LSTMState, xs, valid, reverse, unroll):
+    (h, c), ys = _lstm(reverse, unroll, params, carry.h, carry.c, xs, valid)
+    return LSTMState(h, c), ys
 
 
-def fused_kind(step: Callable, params, carry):
-    """``"lstm"``, ``"gru"`` or ``("elman", activation)`` when a fused kernel runs this step on
-    these params and carry (the built-in containers, as the kernels return them), else None."""
-    if step is lstm_step:
-        ok = type(params) is LSTMParams and type(carry) is LSTMState
-        return "lstm" if ok else None
-    if step is gru_step:
-        return "gru" if type(params) is GRUParams and isinstance(carry, (jax.Array, np.ndarray)) else None
-    act = _elman_activation(step)
-    if act is None or type(params) is not ElmanParams or not isinstance(carry, (jax.Array, np.ndarray)):
-        return None
-    return ("elman", act)
+def gru_sequence(params: GRUParams, h, xs, valid, reverse, unroll):
+    return _gru(reverse, unroll, params, h, xs, valid)
 
 
-def fused_scan(kind, params, carry, xs: Array, lengths: Array | None, reverse: bool, unroll):
-    """Run a fused kernel on ``xs: [T, *batch, I]``; same contract as ``rnnjax.scan``.
+def elman_sequence(params: ElmanParams, h, xs, valid, reverse, unroll, *, activation=jnp.tanh):
+    return _elman(reverse, unroll, activation, params, h, xs, valid)
+
+
+def run_fused(kernel: Callable, params, carry, xs: Array, lengths: Array | None, reverse: bool, unroll):
+    """Run a fused ``kernel`` on ``xs: [T, *batch, I]``; same contract as ``rnnjax.scan``.
 
     Arguments are assumed checked (``rnnjax.scan`` does it). The batch axes are flattened into
-    one for the kernels and restored on the way out.
+    one for the kernel and restored on the way out.
     """
     num_steps, batch = xs.shape[0], tuple(xs.shape[1:-1])
     n = math.prod(batch)
-    flat = lambda a: a.reshape((n,) + a.shape[len(batch):])  # [*batch, H] -> [B, H]
-    unflat = lambda a: a.reshape(batch + a.shape[1:])
     x2 = xs.reshape((num_steps, n, xs.shape[-1]))
-    valid = None
-    if lengths is not None:
-        valid = steps_mask(lengths.reshape((n,)), num_steps)  # [T, B]
-    if kind == "lstm":
-        (h, c), ys = _lstm(reverse, unroll, params, flat(carry.h), flat(carry.c), x2, valid)
-        new_carry = LSTMState(unflat(h), unflat(c))
-    elif kind == "gru":
-        h, ys = _gru(reverse, unroll, params, flat(carry), x2, valid)
-        new_carry = unflat(h)
-    else:
-        h, ys = _elman(reverse, unroll, kind[1], params, flat(carry), x2, valid)
-        new_carry = unflat(h)
+    flat = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch):]), carry)  # [B, H]
+    valid = None if lengths is None else steps_mask(lengths.reshape((n,)), num_steps)  # [T, B]
+    new_carry, ys = kernel(params, flat, x2, valid, reverse, unroll)
+    new_carry = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), new_carry)
     return new_carry, ys.reshape((num_steps,) + batch + ys.shape[-1:])

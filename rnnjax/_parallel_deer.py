@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rnnjax._checks import where_batch
 from rnnjax._parallel_scan import affine_scan
-from rnnjax.cells import LSTMState, elman_step, gru_step, lstm_step
 
 Array = jax.Array
 
@@ -78,15 +78,6 @@ class FlatCarry:
         return self.treedef.unflatten(leaves)
 
 
-def _mask(valid: Array, new, old):
-    """``where(valid, new, old)`` per leaf, ``valid: [*lead]`` broadcast over trailing axes."""
-
-    def pick(n, o):
-        return jnp.where(valid.reshape(valid.shape + (1,) * (jnp.ndim(n) - valid.ndim)), n, o)
-
-    return jax.tree_util.tree_map(pick, new, old)
-
-
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """The pieces of one recurrence, closed over a step and the carry layout (not a pytree)."""
@@ -106,7 +97,7 @@ class Problem:
         carry, y = self.step(params, self.flat.unflatten(s), x)
         s_new = self.flat.flatten(carry)
         zeros = jax.tree_util.tree_map(jnp.zeros_like, y)
-        return _mask(valid, s_new, s), _mask(valid, y, zeros)
+        return where_batch(valid, s_new, s), where_batch(valid, y, zeros)
 
     def _elementwise(self, fn, params, s, x, valid):
         lead = valid.shape
@@ -243,64 +234,3 @@ def fixed_point(problem: Problem, params, h0: Array, xs: Array, valid: Array):
 
     solve.defvjp(fwd, bwd)
     return solve(params, h0, xs, valid)
-
-
-# ---------------------------------------------------- diagonals of built-in cells' Jacobians
-
-
-def _block_diagonals(w_hh: Array, num_gates: int) -> Array:
-    """``[G, H]``: entry ``[g, j]`` is ``w_hh[j, g*H + j]``, the self-connection of unit j in gate g."""
-    hidden = w_hh.shape[0]
-    return jnp.diagonal(w_hh.reshape(hidden, num_gates, hidden), axis1=0, axis2=2)
-
-
-def _elman_diag(params, h, x, *, activation=jnp.tanh):
-    pre = x @ params.w_ih + params.b + h @ params.w_hh  # [*, H]
-    slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # act'(pre), act elementwise
-    return (slope * _block_diagonals(params.w_hh, 1)[0]).astype(h.dtype)
-
-
-def _gru_diag(params, h, x):
-    wr, wz, wn = _block_diagonals(params.w_hh, 3)
-    xr, xz, xn = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
-    hr, hz, hn = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * hn)
-    dr = r * (1 - r) * wr
-    dz = z * (1 - z) * wz
-    dn = (1 - n**2) * (dr * hn + r * wn)
-    return ((1 - z) * dn + z + (h - n) * dz).astype(h.dtype)
-
-
-def _lstm_diag(params, carry, x):
-    wi, wf, wg, wo = _block_diagonals(params.w_hh, 4)
-    zi, zf, zg, zo = jnp.split(x @ params.w_ih + params.b + carry.h @ params.w_hh, 4, axis=-1)
-    i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
-    g = jnp.tanh(zg)
-    tc = jnp.tanh(f * carry.c + i * g)
-    dc_dh = f * (1 - f) * wf * carry.c + i * (1 - i) * wi * g + i * (1 - g**2) * wg
-    dh_dh = o * (1 - o) * wo * tc + o * (1 - tc**2) * dc_dh
-    return LSTMState(dh_dh.astype(carry.h.dtype), f.astype(carry.c.dtype))
-
-
-def diag_jacobian_fn(step: Callable, table: dict) -> Callable | None:
-    """Closed-form ``diag(∂carry'/∂carry)`` from ``table`` (step -> fn), else None.
-
-    A keyword partial of a step (e.g. ``elman(activation=...)``) finds its base step's entry,
-    with the same keywords, when the entry accepts them (only the Elman one does here).
-    """
-    kwargs = {}
-    if isinstance(step, partial) and not step.args:
-        kwargs, step = dict(step.keywords), step.func
-    try:
-        fn = table.get(step)
-    except TypeError:  # unhashable callable
-        return None
-    if fn is None or (kwargs and fn is not _elman_diag):
-        return None
-    return partial(fn, **kwargs) if kwargs else fn
-
-
-def builtin_diag_table() -> dict:
-    return {elman_step: _elman_diag, gru_step: _gru_diag, lstm_step: _lstm_diag}

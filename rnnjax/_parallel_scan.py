@@ -9,9 +9,14 @@ same function serves both directions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from rnnjax._checks import flip_valid, steps_mask
 
 Array = jax.Array
 
@@ -62,3 +67,33 @@ def log_affine_scan(log_a: Array, log_b: Array) -> tuple[Array, Array]:
     float round-off for any ``T``.
     """
     return lax.associative_scan(_combine_log, (log_a, log_b))
+
+
+def affine_recurrence(coeffs: Callable, params: Any, carry: Array, xs: Array, lengths: Array | None,
+                      reverse: bool, *, log_space: bool = False):
+    """``h_t = a_t ⊙ h_{t-1} + b_t`` over ``xs: [T, *batch, I]`` with the contract of ``rnnjax.scan``.
+
+    ``coeffs(params, xs, log_space) -> (a, b)`` (or their logs, with ``a > 0``, ``b > 0``), each
+    ``[T, *batch, H]``. Arguments are assumed checked, ``lengths`` within ``[0, T]``.
+    """
+    num_steps = xs.shape[0]
+    if reverse:
+        xs = flip_valid(xs, lengths)
+    a, b = coeffs(params, xs, log_space)  # [T, *batch, H] each (or their logs)
+    dtype = jnp.promote_types(a.dtype, carry.dtype)
+    a, b, h0 = a.astype(dtype), b.astype(dtype), carry.astype(dtype)
+    if log_space:
+        sum_log_a, log_bs = log_affine_scan(a, b)
+        hs = jnp.exp(sum_log_a) * h0 + jnp.exp(log_bs)  # [T, *batch, H]
+    else:
+        hs = affine_scan(a, b.at[0].add(a[0] * h0))  # h_0 folded into the first step
+    if lengths is None:
+        last, ys = hs[-1], hs
+    else:
+        ys = jnp.where(steps_mask(lengths, num_steps)[..., None], hs, 0)
+        idx = jnp.maximum(lengths - 1, 0)[None, ..., None]  # [1, *batch, 1]
+        last = jnp.take_along_axis(hs, jnp.broadcast_to(idx, (1,) + hs.shape[1:]), axis=0)[0]
+        last = jnp.where((lengths > 0)[..., None], last, carry)
+    if reverse:
+        ys = flip_valid(ys, lengths)
+    return last.astype(carry.dtype), ys.astype(carry.dtype)

@@ -8,9 +8,11 @@ Each step works for any leading batch shape (including none), under ``jit``, ``g
 ``vmap``, and with bf16/f16 params next to a float32 carry (the new carry keeps the carry's
 dtype). The output ``y`` of every built-in cell is its new ``h``.
 
-Internally each built-in step is ``recur(params, carry, project(params, x))``: ``project`` is
-the input projection ``x @ w_ih + b`` that does not depend on the carry, so a time loop may
-compute it for all time steps in one matmul (see ``SPLIT_STEPS``).
+Also here: minGRU and minLSTM (gates that read only the input, so the update is affine in the
+state and ``rnnjax.min_rnn_parallel`` can evaluate it with an associative scan), the dampened
+unit (a cell written against the public step contract only, as a user's would be), and each
+built-in cell's closed-form Jacobian diagonal for quasi-DEER. The fast paths find these facts
+through the registry of built-in cells (``rnnjax/_registry.py``); see ``docs/design.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rnnjax._checks import check_float, check_shape
+from rnnjax._checks import check_batch_shape, check_float, check_shape, check_sizes
 
 Array = jax.Array
 Initializer = Callable[..., Array]  # (key, shape, dtype) -> Array, as in jax.nn.initializers
@@ -95,6 +96,24 @@ class GRUResetBeforeParams(NamedTuple):
     b_hh: Array  # [3H]
 
 
+class MinGRUParams(NamedTuple):
+    w_ih: Array  # [I, 2H], gates z, h̃
+    b: Array  # [2H]
+
+
+class MinLSTMParams(NamedTuple):
+    w_ih: Array  # [I, 3H], gates f, i, h̃
+    b: Array  # [3H]
+
+
+class DampenedParams(NamedTuple):
+    """Parameters of the dampened unit (``dampened_step``)."""
+
+    w: Array  # [I, H]
+    lam: Array  # []  the learned scalar λ
+    b: Array  # [H]
+
+
 # ----------------------------------------------------------------------------- checks
 
 
@@ -151,15 +170,6 @@ def _check_step_args(params, carry_leaves: dict, x, num_gates: int) -> None:
 # ------------------------------------------------------------------------ step functions
 
 
-def _elman_project(params: ElmanParams, x: Array) -> Array:
-    return x @ params.w_ih + params.b  # [*, H]
-
-
-def _elman_recur(params: ElmanParams, h: Array, xw: Array, *, activation=jnp.tanh):
-    h_new = activation(xw + h @ params.w_hh).astype(h.dtype)
-    return h_new, h_new
-
-
 def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
     """Elman (simple RNN) step.
 
@@ -180,16 +190,16 @@ def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
     """
     _check_params_type(params, ElmanParams)
     _check_step_args(params, {"carry": h}, x, 1)
-    return _elman_recur(params, h, _elman_project(params, x), activation=activation)
+    h_new = activation(x @ params.w_ih + params.b + h @ params.w_hh).astype(h.dtype)
+    return h_new, h_new
 
 
-def _lstm_project(params, x: Array) -> Array:
-    return x @ params.w_ih + params.b  # [*, 4H] (or 3H for CIFG)
+def _lstm_preactivations(params, carry: LSTMState, x: Array) -> Array:
+    return x @ params.w_ih + params.b + carry.h @ params.w_hh  # [*, 4H] (3H for CIFG)
 
 
-def _lstm_recur(params: LSTMParams, carry: LSTMState, xw: Array):
-    z = xw + carry.h @ params.w_hh  # [*, 4H]
-    i, f, g, o = jnp.split(z, 4, axis=-1)
+def _lstm_update(params: LSTMParams, carry: LSTMState, x: Array):
+    i, f, g, o = jnp.split(_lstm_preactivations(params, carry, x), 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     new = LSTMState(h.astype(carry.h.dtype), c.astype(carry.c.dtype))
@@ -220,12 +230,11 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array):
     _check_params_type(params, LSTMParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    return _lstm_recur(params, carry, _lstm_project(params, x))
+    return _lstm_update(params, carry, x)
 
 
-def _peephole_recur(params: PeepholeLSTMParams, carry: LSTMState, xw: Array):
-    z = xw + carry.h @ params.w_hh  # [*, 4H]
-    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+def _peephole_update(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
+    zi, zf, zg, zo = jnp.split(_lstm_preactivations(params, carry, x), 4, axis=-1)
     i = jax.nn.sigmoid(zi + params.w_ci * carry.c)
     f = jax.nn.sigmoid(zf + params.w_cf * carry.c)
     c = f * carry.c + i * jnp.tanh(zg)
@@ -259,12 +268,11 @@ def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
     _check_params_type(params, PeepholeLSTMParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    return _peephole_recur(params, carry, _lstm_project(params, x))
+    return _peephole_update(params, carry, x)
 
 
-def _cifg_recur(params: CIFGParams, carry: LSTMState, xw: Array):
-    z = xw + carry.h @ params.w_hh  # [*, 3H]
-    zi, zg, zo = jnp.split(z, 3, axis=-1)
+def _cifg_update(params: CIFGParams, carry: LSTMState, x: Array):
+    zi, zg, zo = jnp.split(_lstm_preactivations(params, carry, x), 3, axis=-1)
     i = jax.nn.sigmoid(zi)
     c = (1.0 - i) * carry.c + i * jnp.tanh(zg)
     h = jax.nn.sigmoid(zo) * jnp.tanh(c)
@@ -296,14 +304,11 @@ def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array):
     _check_params_type(params, CIFGParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 3)
-    return _cifg_recur(params, carry, _lstm_project(params, x))
+    return _cifg_update(params, carry, x)
 
 
-def _gru_project(params, x: Array) -> Array:
-    return x @ params.w_ih + params.b_ih  # [*, 3H]
-
-
-def _gru_recur(params: GRUParams, h: Array, xw: Array):
+def _gru_update(params: GRUParams, h: Array, x: Array):
+    xw = x @ params.w_ih + params.b_ih  # [*, 3H]
     hw = h @ params.w_hh + params.b_hh  # [*, 3H]
     xr, xz, xn = jnp.split(xw, 3, axis=-1)
     hr, hz, hn = jnp.split(hw, 3, axis=-1)
@@ -337,11 +342,12 @@ def gru_step(params: GRUParams, h: Array, x: Array):
     """
     _check_params_type(params, GRUParams)
     _check_step_args(params, {"carry": h}, x, 3)
-    return _gru_recur(params, h, _gru_project(params, x))
+    return _gru_update(params, h, x)
 
 
-def _gru_reset_before_recur(params: GRUResetBeforeParams, h: Array, xw: Array):
+def _gru_reset_before_update(params: GRUResetBeforeParams, h: Array, x: Array):
     hidden = h.shape[-1]
+    xw = x @ params.w_ih + params.b_ih  # [*, 3H]
     hrz = h @ params.w_hh[:, : 2 * hidden] + params.b_hh[: 2 * hidden]  # [*, 2H]
     xr, xz, xn = jnp.split(xw, 3, axis=-1)
     hr, hz = jnp.split(hrz, 2, axis=-1)
@@ -375,44 +381,10 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
     """
     _check_params_type(params, GRUResetBeforeParams)
     _check_step_args(params, {"carry": h}, x, 3)
-    return _gru_reset_before_recur(params, h, _gru_project(params, x))
-
-
-# step function -> (project(params, x), recur(params, carry, xw), gates): identifies the built-in
-# steps (rnnjax.scan checks their inputs against the params with it).
-SPLIT_STEPS: dict[Callable, tuple[Callable, Callable, int]] = {
-    elman_step: (_elman_project, _elman_recur, 1),
-    lstm_step: (_lstm_project, _lstm_recur, 4),
-    peephole_lstm_step: (_lstm_project, _peephole_recur, 4),
-    cifg_lstm_step: (_lstm_project, _cifg_recur, 3),
-    gru_step: (_gru_project, _gru_recur, 3),
-    gru_reset_before_step: (_gru_project, _gru_reset_before_recur, 3),
-}
-
-
-def split_step(step: Callable):
-    """``(project, recur, num_gates)`` for a built-in step (or a keyword partial of one), else None."""
-    kwargs = {}
-    if isinstance(step, functools.partial) and not step.args:
-        kwargs = dict(step.keywords)
-        step = step.func
-    try:
-        entry = SPLIT_STEPS.get(step)
-    except TypeError:  # unhashable callable
-        return None
-    if entry is None:
-        return None
-    project, recur, gates = entry
-    return project, (functools.partial(recur, **kwargs) if kwargs else recur), gates
+    return _gru_reset_before_update(params, h, x)
 
 
 # ----------------------------------------------------------------------------- factories
-
-
-def _check_sizes(input_size: int, hidden_size: int) -> None:
-    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
 
 
 def _draw(init: Initializer, key, shape: tuple, dtype) -> Array:
@@ -426,22 +398,9 @@ def _gate_blocks(init: Initializer, key, shape: tuple, num_gates: int, dtype) ->
     return jnp.concatenate([_draw(init, k, shape, dtype) for k in keys], axis=-1)
 
 
-def _batch_tuple(batch_shape) -> tuple:
-    if isinstance(batch_shape, int):
-        return (batch_shape,)
-    ok = isinstance(batch_shape, (tuple, list)) and all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in batch_shape
-    )
-    if not ok:
-        raise TypeError(
-            f"batch_shape: expected a tuple of ints such as (4,), got {batch_shape!r}"
-        )
-    return tuple(int(d) for d in batch_shape)
-
-
 def _zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
     def initial_carry(batch_shape=()):
-        shape = _batch_tuple(batch_shape) + (hidden_size,)
+        shape = check_batch_shape(batch_shape) + (hidden_size,)
         h = jnp.zeros(shape, carry_dtype)
         return LSTMState(h, jnp.zeros(shape, carry_dtype)) if lstm_like else h
 
@@ -470,7 +429,7 @@ def elman(
     >>> cell.init(jax.random.key(0)).w_hh.shape
     (8, 8)
     """
-    _check_sizes(input_size, hidden_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
     if isinstance(activation, str):
         if activation not in _ACTIVATIONS:
             raise ValueError(
@@ -533,7 +492,7 @@ def lstm(
     >>> cell.init(jax.random.key(0)).w_ih.shape
     (8, 128)
     """
-    _check_sizes(input_size, hidden_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
     init = _lstm_family_init(LSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, dtype)
     return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), lstm_step)
@@ -557,7 +516,7 @@ def peephole_lstm(
     >>> cell.init(jax.random.key(0)).w_co.shape
     (6,)
     """
-    _check_sizes(input_size, hidden_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
 
     def peepholes(key):
         ks = jax.random.split(key, 3)
@@ -588,7 +547,7 @@ def cifg_lstm(
     >>> cell.init(jax.random.key(0)).b[:6]
     Array([-1., -1., -1., -1., -1., -1.], dtype=float32)
     """
-    _check_sizes(input_size, hidden_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
     init = _lstm_family_init(CIFGParams, input_size, hidden_size, 3, 0, -forget_bias,
                              w_ih_init, w_hh_init, b_init, dtype)
     return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), cifg_lstm_step)
@@ -596,7 +555,7 @@ def cifg_lstm(
 
 def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init, b_init,
                  dtype, carry_dtype) -> Cell:
-    _check_sizes(input_size, hidden_size)
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
 
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
@@ -648,3 +607,311 @@ def gru_reset_before(
     """
     return _gru_factory(GRUResetBeforeParams, gru_reset_before_step, input_size, hidden_size,
                         w_ih_init, w_hh_init, b_init, dtype, carry_dtype)
+
+
+# -------------------------------------------------------------- minGRU and minLSTM (Feng et al.)
+#
+# Their gates read only x_t, so the update is affine in h: h_t = a_t ⊙ h_{t-1} + b_t, which
+# ``rnnjax.min_rnn_parallel`` evaluates with an associative scan (the registry holds the
+# ``*_affine`` coefficient functions below for it).
+
+
+def _g(v: Array) -> Array:
+    """``g(v) = v + 1/2`` for ``v >= 0``, ``σ(v)`` otherwise: positive, continuous, linear growth."""
+    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def _log_g(v: Array) -> Array:
+    return jnp.where(v >= 0, jnp.log(jax.nn.relu(v) + 0.5), -jax.nn.softplus(-v))
+
+
+def _min_gru_logits(params: MinGRUParams, x: Array):
+    k = x @ params.w_ih + params.b  # [*, 2H]
+    return jnp.split(k, 2, axis=-1)  # k_z, k_h
+
+
+def _min_lstm_logits(params: MinLSTMParams, x: Array):
+    kf, ki, kh = jnp.split(x @ params.w_ih + params.b, 3, axis=-1)  # [*, H] each
+    # log i - log f, so that f' = f / (f + i) = σ(-d) and i' = σ(d) without dividing.
+    d = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)
+    return d, kh
+
+
+def _check_min_args(params, h: Array, x: Array, num_gates: int) -> None:
+    check_float("x", x)
+    check_float("carry", h)
+    if h.ndim < 1:
+        raise ValueError(f"carry: expected shape [*batch, H], got {tuple(h.shape)}")
+    hidden = h.shape[-1]
+    w_ih = params.w_ih
+    if w_ih.ndim != 2 or w_ih.shape[1] != num_gates * hidden:
+        raise ValueError(
+            f"params.w_ih: expected shape [I, {num_gates * hidden}] ({num_gates}H with H = "
+            f"{hidden} from the carry), got {tuple(w_ih.shape)}"
+        )
+    check_shape("params.b", params.b, (num_gates * hidden,))
+    if x.ndim < 1 or x.shape[-1] != w_ih.shape[0]:
+        raise ValueError(
+            f"x: expected shape [*batch, {w_ih.shape[0]}] (input_size from params.w_ih), "
+            f"got {tuple(x.shape)}"
+        )
+    batch = tuple(x.shape[:-1])
+    check_shape("carry", h, batch + (hidden,), shown=(*batch, hidden))
+
+
+def min_gru_step(params: MinGRUParams, h: Array, x: Array):
+    """minGRU step: both gates read only the input, so the update is affine in ``h``.
+
+    ::
+
+        z = σ(x W_z + b_z)      h̃ = g(x W_h + b_h),   g(v) = v + 1/2 if v >= 0 else σ(v)
+        h' = (1 - z) ⊙ h + z ⊙ h̃,   y = h'
+
+    ``g`` keeps ``h̃`` positive (the paper's log-space form), so ``min_rnn_parallel`` can also
+    run the recurrence in log space.
+
+    Args:
+      params: ``MinGRUParams(w_ih [I, 2H], b [2H])``, gates z, h̃.
+      h: ``[*batch, H]``.
+      x: ``[*batch, I]``.
+
+    References: Feng et al. 2024, "Were RNNs all we needed?".
+
+    >>> cell = min_gru(input_size=3, hidden_size=5)
+    >>> h, y = min_gru_step(cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> y.shape
+    (2, 5)
+    """
+    _check_min_args(params, h, x, 2)
+    kz, kh = _min_gru_logits(params, x)
+    h_new = (jax.nn.sigmoid(-kz) * h + jax.nn.sigmoid(kz) * _g(kh)).astype(h.dtype)
+    return h_new, h_new
+
+
+def min_lstm_step(params: MinLSTMParams, h: Array, x: Array):
+    """minLSTM step: forget and input gates read only the input and are normalised to sum to 1.
+
+    ::
+
+        f = σ(x W_f + b_f)    i = σ(x W_i + b_i)    h̃ = g(x W_h + b_h)
+        f' = f / (f + i)      i' = i / (f + i)
+        h' = f' ⊙ h + i' ⊙ h̃,   y = h'
+
+    with ``g`` as in ``min_gru_step``. The normalised gates are computed as ``f' = σ(log f - log i)``.
+
+    Args:
+      params: ``MinLSTMParams(w_ih [I, 3H], b [3H])``, gates f, i, h̃.
+      h: ``[*batch, H]`` (the carry is ``h`` alone: there is no separate cell state).
+      x: ``[*batch, I]``.
+
+    References: Feng et al. 2024, "Were RNNs all we needed?".
+
+    >>> cell = min_lstm(input_size=3, hidden_size=5)
+    >>> h, y = min_lstm_step(cell.init(jax.random.key(0)), cell.initial_carry(), jnp.ones(3))
+    >>> y.shape
+    (5,)
+    """
+    _check_min_args(params, h, x, 3)
+    d, kh = _min_lstm_logits(params, x)
+    h_new = (jax.nn.sigmoid(-d) * h + jax.nn.sigmoid(d) * _g(kh)).astype(h.dtype)
+    return h_new, h_new
+
+
+def min_gru_affine(params, x, log_space: bool):
+    """``(a, b)`` of ``h' = a ⊙ h + b``, or ``(log a, log b)``: ``a = 1 - z``, ``b = z h̃``."""
+    kz, kh = _min_gru_logits(params, x)
+    if log_space:
+        return -jax.nn.softplus(kz), -jax.nn.softplus(-kz) + _log_g(kh)
+    return jax.nn.sigmoid(-kz), jax.nn.sigmoid(kz) * _g(kh)
+
+
+def min_lstm_affine(params, x, log_space: bool):
+    """``(a, b)`` of ``h' = a ⊙ h + b``, or ``(log a, log b)``: ``a = f'``, ``b = i' h̃``."""
+    d, kh = _min_lstm_logits(params, x)
+    if log_space:
+        return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(kh)
+    return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * _g(kh)
+
+
+def min_gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    w_ih_init: Initializer = glorot_uniform,
+    b_init: Initializer = zeros,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """minGRU cell (gates z, h̃ from the input only); see ``min_gru_step``.
+
+    Input weights Glorot-uniform per gate block, biases ``b_init`` (zeros). Run it with
+    ``rnnjax.scan`` step by step or with ``rnnjax.min_rnn_parallel`` over a whole sequence.
+
+    >>> cell = min_gru(input_size=8, hidden_size=16)
+    >>> cell.init(jax.random.key(0)).w_ih.shape
+    (8, 32)
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+
+    def init(key) -> MinGRUParams:
+        k1, k2 = jax.random.split(key)
+        return MinGRUParams(
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, dtype),
+            b=_gate_blocks(b_init, k2, (hidden_size,), 2, dtype),
+        )
+
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), min_gru_step)
+
+
+def min_lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    w_ih_init: Initializer = glorot_uniform,
+    b_init: Initializer = zeros,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """minLSTM cell (gates f, i, h̃ from the input only, f and i normalised); see ``min_lstm_step``.
+
+    Input weights Glorot-uniform per gate block; biases ``b_init`` plus ``forget_bias`` on the
+    forget gate, as in the LSTM family (with zero input-gate bias, ``f' = σ(log σ(forget_bias)
+    - log σ(0))`` ≈ 0.59 at ``forget_bias = 1``).
+
+    >>> cell = min_lstm(input_size=8, hidden_size=16)
+    >>> cell.init(jax.random.key(0)).b[:3]
+    Array([1., 1., 1.], dtype=float32)
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+
+    def init(key) -> MinLSTMParams:
+        k1, k2 = jax.random.split(key)
+        b = _gate_blocks(b_init, k2, (hidden_size,), 3, dtype)
+        if forget_bias:
+            b = b.at[:hidden_size].add(jnp.asarray(forget_bias, dtype))
+        return MinLSTMParams(
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, dtype), b=b
+        )
+
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), min_lstm_step)
+
+
+# ------------------------------------------------------------------------- a custom cell
+
+
+def dampened_step(params: DampenedParams, a: Array, x: Array):
+    """The dampened unit, a one-line custom cell with a learned scalar memory weight λ.
+
+    ::
+
+        a' = σ(x w + λ a + b),   y = a'
+
+    λ scales the unit's own previous activation (one scalar shared by all units), so it sets
+    how much memory the cell keeps; it is learned with the rest. This step uses only the
+    public step contract ``step(params, carry, x) -> (carry, y)``, exactly as a user's own
+    cell would, and composes into ``scan``, ``stack``, ``deep``, ``bidirectional``,
+    ``seq2seq`` and the decoders unchanged.
+
+    Args:
+      params: ``DampenedParams(w [I, H], lam [], b [H])``.
+      a: ``[*batch, H]``.
+      x: ``[*batch, I]``.
+
+    >>> cell = dampened(3, 4)
+    >>> a, y = dampened_step(cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> y.shape
+    (2, 4)
+    """
+    check_float("x", x)
+    if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
+        raise ValueError(f"x: expected shape [*batch, {params.w.shape[0]}] (I from params.w), got {tuple(x.shape)}")
+    if tuple(a.shape) != tuple(x.shape[:-1]) + (params.w.shape[1],):
+        raise ValueError(
+            f"carry: expected shape [*batch, {params.w.shape[1]}] with *batch = {tuple(x.shape[:-1])} "
+            f"from x, got {tuple(a.shape)}"
+        )
+    a_new = jax.nn.sigmoid(x @ params.w + params.lam * a + params.b).astype(a.dtype)
+    return a_new, a_new
+
+
+def dampened(
+    input_size: int,
+    hidden_size: int,
+    *,
+    lam_init: float = 0.5,
+    w_init: Callable = glorot_uniform,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """The dampened unit ``a' = σ(x w + λ a + b)`` as a ``Cell``; see ``dampened_step``.
+
+    ``w`` starts Glorot-uniform, ``b`` at zero and the scalar ``λ`` at ``lam_init``; the carry
+    starts at zeros.
+
+    >>> cell = dampened(3, 4, lam_init=0.9)
+    >>> round(float(cell.init(jax.random.key(0)).lam), 6)
+    0.9
+    """
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    if isinstance(lam_init, bool) or not isinstance(lam_init, (int, float)):
+        raise TypeError(f"lam_init: expected a float, got {lam_init!r}")
+
+    def init(key):
+        return DampenedParams(
+            w=_draw(w_init, key, (input_size, hidden_size), dtype),
+            lam=jnp.asarray(lam_init, dtype),
+            b=jnp.zeros((hidden_size,), dtype),
+        )
+
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), dampened_step)
+
+
+# ------------------------------------------------------- Jacobian diagonals (for quasi-DEER)
+#
+# ``diag(∂carry'/∂carry)`` of each built-in step in closed form, in the structure of the carry;
+# the registry gives them to ``rnnjax.deer_scan(method="quasi")``.
+
+
+def _block_diagonals(w_hh: Array, num_gates: int) -> Array:
+    """``[G, H]``: entry ``[g, j]`` is ``w_hh[j, g*H + j]``, the self-connection of unit j in gate g."""
+    hidden = w_hh.shape[0]
+    return jnp.diagonal(w_hh.reshape(hidden, num_gates, hidden), axis1=0, axis2=2)
+
+
+def elman_diag_jacobian(params, h, x, *, activation=jnp.tanh):
+    pre = x @ params.w_ih + params.b + h @ params.w_hh  # [*, H]
+    slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # act'(pre), act elementwise
+    return (slope * _block_diagonals(params.w_hh, 1)[0]).astype(h.dtype)
+
+
+def gru_diag_jacobian(params, h, x):
+    wr, wz, wn = _block_diagonals(params.w_hh, 3)
+    xr, xz, xn = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
+    hr, hz, hn = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    dr = r * (1 - r) * wr
+    dz = z * (1 - z) * wz
+    dn = (1 - n**2) * (dr * hn + r * wn)
+    return ((1 - z) * dn + z + (h - n) * dz).astype(h.dtype)
+
+
+def lstm_diag_jacobian(params, carry, x):
+    wi, wf, wg, wo = _block_diagonals(params.w_hh, 4)
+    zi, zf, zg, zo = jnp.split(x @ params.w_ih + params.b + carry.h @ params.w_hh, 4, axis=-1)
+    i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
+    g = jnp.tanh(zg)
+    tc = jnp.tanh(f * carry.c + i * g)
+    dc_dh = f * (1 - f) * wf * carry.c + i * (1 - i) * wi * g + i * (1 - g**2) * wg
+    dh_dh = o * (1 - o) * wo * tc + o * (1 - tc**2) * dc_dh
+    return LSTMState(dh_dh.astype(carry.h.dtype), f.astype(carry.c.dtype))
+
+
+def min_gru_diag_jacobian(params, h, x):
+    return jax.nn.sigmoid(-_min_gru_logits(params, x)[0]).astype(h.dtype)
+
+
+def min_lstm_diag_jacobian(params, h, x):
+    return jax.nn.sigmoid(-_min_lstm_logits(params, x)[0]).astype(h.dtype)

@@ -28,8 +28,8 @@ Sequence topologies built from these pieces:
 - aligned sequence → sequence: any ``SeqModel`` followed by a per-step ``dense`` projection;
 - encoder–decoder: ``rnnjax.seq2seq`` (with or without attention).
 
-Any step function works in all of them, built-in or your own: ``dampened`` below is written
-against the public step contract only, as a user's cell would be.
+Any step function works in all of them, built-in or your own (``rnnjax.dampened`` is written
+against the public step contract only, as a user's cell would be).
 """
 
 from __future__ import annotations
@@ -39,11 +39,20 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rnnjax._checks import check_array, check_float, check_lengths, steps_mask
+from rnnjax import _registry
+from rnnjax._checks import (
+    check_array,
+    check_bool,
+    check_int,
+    check_key,
+    check_rate,
+    check_seq_lengths,
+    check_step_output,
+    check_xs,
+    steps_mask,
+)
 from rnnjax.cells import Cell, glorot_uniform
-from rnnjax.parallel_time import min_gru_step, min_lstm_step, min_rnn_parallel
 from rnnjax.scan import flip_sequences, scan
 
 Array = jax.Array
@@ -82,6 +91,30 @@ class BiCarry(NamedTuple):
     bwd: Any
 
 
+class StackedCarry(tuple):
+    """The carry of a stack of layers (``stack``, ``deep``): one carry per layer, bottom first.
+
+    A tuple with a type of its own, so that a cell whose carry is a plain tuple (say
+    ``(h, c)``) is never taken for a stack of layers: ``carry_hidden``, ``with_hidden`` and
+    recurrent dropout read a ``StackedCarry`` layer by layer and refuse a plain tuple, whose
+    hidden state they cannot know. It is a pytree node (its entries are the children) and
+    indexes like a tuple: ``carry[-1]`` is the top layer's carry.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"StackedCarry({', '.join(map(repr, self))})"
+
+
+jax.tree_util.register_pytree_with_keys(
+    StackedCarry,
+    lambda s: (tuple((jax.tree_util.SequenceKey(i), c) for i, c in enumerate(s)), None),
+    lambda _, children: StackedCarry(children),
+    flatten_func=lambda s: (tuple(s), None),
+)
+
+
 class DenseParams(NamedTuple):
     """An affine map ``y = x w + b``."""
 
@@ -89,70 +122,13 @@ class DenseParams(NamedTuple):
     b: Array  # [O]
 
 
-class DampenedParams(NamedTuple):
-    """Parameters of the dampened unit (``dampened_step``)."""
-
-    w: Array  # [I, H]
-    lam: Array  # []  the learned scalar λ
-    b: Array  # [H]
-
-
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_rate(name: str, rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name}: expected a float in [0, 1), got {rate!r}")
-    return float(rate)
-
-
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
-def _batch_shape(batch_shape: Any) -> tuple:
-    """``batch_shape`` (an int or a tuple of ints) as a tuple."""
-    if isinstance(batch_shape, (int, np.integer)) and not isinstance(batch_shape, bool):
-        batch_shape = (batch_shape,)
-    if not isinstance(batch_shape, (tuple, list)) or not all(
-        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in batch_shape
-    ):
-        raise TypeError(f"batch_shape: expected a tuple of ints such as (4,), got {batch_shape!r}")
-    return tuple(int(d) for d in batch_shape)
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-
-
-def _check_key(key: Any, *, name: str = "key") -> None:
-    """A PRNG key: a typed key array (``jax.random.key``) or a raw ``uint32[2]``."""
-    if not hasattr(key, "dtype") or not hasattr(key, "shape"):
-        raise TypeError(f"{name}: expected a PRNG key such as jax.random.key(0), got {type(key).__name__}")
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
-    if not (typed and key.shape == ()) and not raw:
-        raise TypeError(
-            f"{name}: expected a single PRNG key such as jax.random.key(0), got an array of "
-            f"shape {tuple(key.shape)} and dtype {key.dtype}"
-        )
 
 
 def _need_key(key: Any, why: str) -> None:
     if key is None:
         raise ValueError(f"key: expected a PRNG key with train=True ({why}), got None")
-    _check_key(key)
-
-
-def _check_seq(xs: Any, *, name: str = "xs") -> None:
-    check_float(name, xs)
-    if xs.ndim < 2:
-        raise ValueError(f"{name}: expected shape [T, *batch, I] (at least 2 axes), got {tuple(xs.shape)}")
-    if xs.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}")
+    check_key(key)
 
 
 def _check_layer(name: str, layer: Any) -> None:
@@ -195,26 +171,38 @@ def carry_hidden(carry: Any) -> Array:
     - an array carry (Elman, GRU, most custom cells) is its own hidden state;
     - a NamedTuple with an ``h`` field (``LSTMState``) gives ``h``;
     - a ``BiCarry`` gives ``concat([hidden(fwd), hidden(bwd)], -1)``;
-    - a plain tuple (the carry of ``stack`` or ``deep``, one entry per layer) gives the top
+    - a ``StackedCarry`` (the carry of ``stack`` or ``deep``, one entry per layer) gives the top
       layer's hidden state.
 
-    Other carries raise ``TypeError``: give such a cell's carry an ``h`` field or an array form.
+    Other carries raise ``TypeError``, a plain tuple included (a cell's own ``(h, c)`` has no
+    field saying which entry is the hidden state): give such a cell's carry an ``h`` field
+    (a NamedTuple such as ``LSTMState``) or an array form.
 
-    >>> carry_hidden((jnp.zeros((2, 3)), LSTMState(jnp.ones((2, 5)), jnp.zeros((2, 5))))).shape
+    >>> carry_hidden(StackedCarry((jnp.zeros((2, 3)), LSTMState(jnp.ones((2, 5)), jnp.zeros((2, 5)))))).shape
     (2, 5)
     """
     if isinstance(carry, BiCarry):
         return jnp.concatenate([carry_hidden(carry.fwd), carry_hidden(carry.bwd)], axis=-1)
-    if _is_namedtuple(carry):
-        if "h" in carry._fields:
-            return carry.h
-    elif isinstance(carry, (tuple, list)) and len(carry):
+    if isinstance(carry, StackedCarry) and len(carry):
         return carry_hidden(carry[-1])
-    elif hasattr(carry, "shape") and hasattr(carry, "dtype"):
+    if _is_namedtuple(carry) and "h" in carry._fields:
+        return carry.h
+    if _is_array(carry):
         return carry
-    raise TypeError(
-        f"carry: cannot find the hidden state in a carry of type {type(carry).__name__}; expected "
-        "an array, a NamedTuple with an `h` field (like LSTMState), a BiCarry or a tuple of those"
+    raise TypeError(_unknown_carry("carry", carry))
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, tuple)
+
+
+def _unknown_carry(name: str, carry: Any) -> str:
+    what = type(carry).__name__
+    if isinstance(carry, (tuple, list)) and not _is_namedtuple(carry):
+        what = f"a plain {what} of {len(carry)} entries (one cell's carry, not a StackedCarry of layers)"
+    return (
+        f"{name}: cannot find the hidden state in a carry of type {what}; expected an array, a "
+        "NamedTuple with an `h` field (like LSTMState), a BiCarry or a StackedCarry of those"
     )
 
 
@@ -222,8 +210,8 @@ def with_hidden(carry: Any, h: Array) -> Any:
     """``carry`` with its hidden state (as read by ``carry_hidden``) replaced by ``h``.
 
     The vector→sequence building block "the vector as the initial state": start a cell from
-    ``with_hidden(cell.initial_carry(batch), v)``. For a tuple carry (``stack``/``deep``) every
-    layer's hidden state is replaced, so all layers need ``H`` equal to ``h.shape[-1]``; a
+    ``with_hidden(cell.initial_carry(batch), v)``. For a ``StackedCarry`` (``stack``/``deep``)
+    every layer's hidden state is replaced, so all layers need ``H`` equal to ``h.shape[-1]``; a
     ``BiCarry`` splits ``h`` in half between its directions.
 
     >>> cell = lstm(3, 4)
@@ -234,16 +222,15 @@ def with_hidden(carry: Any, h: Array) -> Any:
     if isinstance(carry, BiCarry):
         size_f = carry_hidden(carry.fwd).shape[-1]
         return BiCarry(with_hidden(carry.fwd, h[..., :size_f]), with_hidden(carry.bwd, h[..., size_f:]))
+    if isinstance(carry, StackedCarry) and len(carry):
+        return StackedCarry(with_hidden(c, h) for c in carry)
     if _is_namedtuple(carry) and "h" in carry._fields:
         _check_same_shape("h", h, carry.h)
         return carry._replace(h=h.astype(carry.h.dtype))
-    if isinstance(carry, (tuple, list)) and not _is_namedtuple(carry) and len(carry):
-        return tuple(with_hidden(c, h) for c in carry)
-    if hasattr(carry, "shape") and hasattr(carry, "dtype") and not _is_namedtuple(carry):
+    if _is_array(carry):
         _check_same_shape("h", h, carry)
         return h.astype(carry.dtype)
-    carry_hidden(carry)  # raises the TypeError that explains which carries are understood
-    raise AssertionError("unreachable")
+    raise TypeError(_unknown_carry("carry", carry))
 
 
 def _check_same_shape(name: str, h: Array, like: Array) -> None:
@@ -264,19 +251,16 @@ def _hidden_masks(carry: Any, key: Array, rate: float) -> Any:
     if isinstance(carry, BiCarry):
         k1, k2 = jax.random.split(key)
         return BiCarry(_hidden_masks(carry.fwd, k1, rate), _hidden_masks(carry.bwd, k2, rate))
+    if isinstance(carry, StackedCarry) and len(carry):
+        keys = jax.random.split(key, len(carry))
+        return StackedCarry(_hidden_masks(c, k, rate) for c, k in zip(carry, keys, strict=True))
     if _is_namedtuple(carry) and "h" in carry._fields:
         fields = {f: ones(getattr(carry, f)) for f in carry._fields}
         fields["h"] = mask_like(carry.h, key)
         return type(carry)(**fields)
-    if isinstance(carry, (tuple, list)) and not _is_namedtuple(carry) and len(carry):
-        keys = jax.random.split(key, len(carry))
-        return tuple(_hidden_masks(c, k, rate) for c, k in zip(carry, keys, strict=True))
-    if hasattr(carry, "shape") and hasattr(carry, "dtype") and not _is_namedtuple(carry):
+    if _is_array(carry):
         return mask_like(carry, key)
-    raise TypeError(
-        f"recurrent_dropout: cannot find the hidden state in a carry of type {type(carry).__name__}; "
-        "expected an array, a NamedTuple with an `h` field (like LSTMState) or a tuple of those"
-    )
+    raise TypeError(_unknown_carry("recurrent_dropout", carry))
 
 
 # ------------------------------------------------------------------------ one layer, stack
@@ -294,9 +278,10 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         and used at every time step; the mask multiplies the carry's hidden state (the carry
         itself when it is an array, its ``h`` field for ``LSTMState``, every layer's for a
         ``stack``) only where the step reads it, so the returned carry is never masked.
-      parallel: run a ``min_gru`` / ``min_lstm`` cell with ``rnnjax.min_rnn_parallel`` (an
-        associative scan, depth O(log T)) instead of ``rnnjax.scan``: same params, carry and
-        results. Only for those two cells, and without ``recurrent_dropout``.
+      parallel: evaluate the layer in parallel over time with the cell's own parallel form (for
+        ``min_gru`` / ``min_lstm``, ``rnnjax.min_rnn_parallel``: an associative scan, depth
+        O(log T)) instead of ``rnnjax.scan``: same params, carry and results. Only for the
+        built-in cells that have one, and without ``recurrent_dropout``.
 
     Returns:
       ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)``
@@ -309,11 +294,14 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell: expected a rnnjax.Cell, got {type(cell).__name__}")
-    _check_bool("reverse", reverse)
-    rate = _check_rate("recurrent_dropout", recurrent_dropout)
-    _check_bool("parallel", parallel)
+    check_bool("reverse", reverse)
+    rate = check_rate("recurrent_dropout", recurrent_dropout)
+    check_bool("parallel", parallel)
+    parallel_fn = None
     if parallel:
-        if cell.step not in (min_gru_step, min_lstm_step):
+        found = _registry.lookup(cell.step)
+        parallel_fn = None if found is None else _registry.bound(found[0].parallel, found[1])
+        if parallel_fn is None:
             raise ValueError(
                 "parallel: expected a rnnjax.min_gru or rnnjax.min_lstm cell (the recurrences that "
                 f"are affine in the state), got a cell with step {getattr(cell.step, '__name__', cell.step)!r}"
@@ -322,12 +310,17 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
             raise ValueError(f"recurrent_dropout: not supported with parallel=True, got {recurrent_dropout!r}")
 
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
-        _check_seq(xs)
-        _check_bool("train", train)
+        check_xs(xs, floating=True)
+        check_bool("train", train)
         if carry is None:
             carry = cell.initial_carry(tuple(xs.shape[1:-1]))
-        if parallel:
-            return min_rnn_parallel(cell.step, params, carry, xs, lengths=lengths, reverse=reverse)
+        if parallel_fn is not None:
+            batch = tuple(xs.shape[1:-1])
+            if lengths is not None:
+                lengths, batch = check_seq_lengths(lengths, xs)
+                lengths = jnp.clip(lengths, 0, xs.shape[0])
+            check_step_output(cell.step, params, carry, xs, batch)  # the step's own checks, shapes only
+            return parallel_fn(params, carry, xs, lengths, reverse)
         step = cell.step
         if train and rate > 0.0:
             _need_key(key, f"recurrent_dropout={rate}")
@@ -349,8 +342,8 @@ def stack(*cells: Cell) -> Cell:
         h¹_t, y¹_t = step₁(p₁, h¹_{t-1}, x_t)
         hᵏ_t, yᵏ_t = stepₖ(pₖ, hᵏ_{t-1}, yᵏ⁻¹_t)      y_t = yᴺ_t
 
-    Params and carry are tuples with one entry per layer, so ``stack(c)`` steps exactly like
-    ``c`` with params ``(p,)`` and carry ``(h,)``. Layer ``k+1``'s input size must be layer
+    Params are a tuple and the carry a ``StackedCarry``, with one entry per layer, so
+    ``stack(c)`` steps exactly like ``c`` with params ``(p,)`` and carry ``StackedCarry((h,))``. Layer ``k+1``'s input size must be layer
     ``k``'s output size. Use it for step-by-step decoding (``greedy``, ``beam_search``); for
     training on whole sequences ``deep`` does the same computation layer by layer, and adds
     dropout between layers.
@@ -372,10 +365,11 @@ def stack(*cells: Cell) -> Cell:
         return tuple(cell.init(k) for cell, k in zip(cells, keys, strict=True))
 
     def initial_carry(batch_shape=()):
-        return tuple(cell.initial_carry(batch_shape) for cell in cells)
+        return StackedCarry(cell.initial_carry(batch_shape) for cell in cells)
 
     def step(params, carry, x):
         params = _check_tuple("params", params, n)
+        stacked = isinstance(carry, StackedCarry)
         carry = _check_tuple("carry", carry, n)
         new = []
         for i, (cell, p, c) in enumerate(zip(cells, params, carry, strict=True)):
@@ -385,7 +379,8 @@ def stack(*cells: Cell) -> Cell:
                 e.add_note(f"(raised by layer {i} of stack)")
                 raise
             new.append(c)
-        return tuple(new), x
+        # the carry comes back in the container it came in (a plain tuple stays one)
+        return (StackedCarry(new) if stacked else tuple(new)), x
 
     return Cell(init, initial_carry, step)
 
@@ -400,12 +395,12 @@ def _as_model(layer: Cell | SeqModel, *, reverse: bool = False, recurrent_dropou
 
 
 def _check_apply_args(xs, lengths, train, key):
-    _check_seq(xs)
-    _check_bool("train", train)
+    check_xs(xs, floating=True)
+    check_bool("train", train)
     if key is not None:
-        _check_key(key)
+        check_key(key)
     if lengths is not None:
-        lengths = check_lengths(lengths, tuple(xs.shape[1:-1]), xs.shape[0])
+        lengths, _ = check_seq_lengths(lengths, xs)
     return lengths
 
 
@@ -437,9 +432,9 @@ def deep(
         as ``Cell``s (see ``rnn``); a ``SeqModel`` layer keeps its own setting.
 
     Returns:
-      ``SeqModel``; params and carry are tuples with one entry per layer, and ``apply(params,
-      xs, *, lengths=None, carry=None, train=False, key=None)`` returns ``(carries, ys)`` with
-      each layer's final carry. ``key`` is needed when ``train=True`` and any dropout is on.
+      ``SeqModel``; params are a tuple and carries a ``StackedCarry``, one entry per layer, and
+      ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)`` returns
+      ``(carries, ys)`` with each layer's final carry. ``key`` is needed when ``train=True`` and any dropout is on.
 
     >>> model = deep(lstm(3, 8), gru(8, 8), dropout=0.2, residual=True)
     >>> params = model.init(jax.random.key(0))
@@ -451,9 +446,9 @@ def deep(
         raise ValueError("layers: expected at least one Cell or SeqModel, got none")
     for i, layer in enumerate(layers):
         _check_layer(f"layers[{i}]", layer)
-    rate = _check_rate("dropout", dropout)
-    _check_bool("residual", residual)
-    rec_rate = _check_rate("recurrent_dropout", recurrent_dropout)
+    rate = check_rate("dropout", dropout)
+    check_bool("residual", residual)
+    rec_rate = check_rate("recurrent_dropout", recurrent_dropout)
     models = [_as_model(layer, recurrent_dropout=rec_rate) for layer in layers]
     n = len(models)
 
@@ -487,7 +482,7 @@ def deep(
                 ys = ys + out
             out = _zero_padding(ys, lengths)
             finals.append(c)
-        return tuple(finals), out
+        return StackedCarry(finals), out
 
     return SeqModel(init, apply)
 
@@ -547,7 +542,7 @@ def bidirectional(
         merge_fn = merge
     else:
         raise TypeError(f"merge: expected a string or a function, got {type(merge).__name__}")
-    rec_rate = _check_rate("recurrent_dropout", recurrent_dropout)
+    rec_rate = check_rate("recurrent_dropout", recurrent_dropout)
     fwd_model = _as_model(fwd, recurrent_dropout=rec_rate)
     bwd_model = _as_model(bwd, reverse=True, recurrent_dropout=rec_rate)
     flip_bwd = isinstance(bwd, SeqModel)
@@ -595,10 +590,10 @@ def bidirectional(
 
 
 def _pool_args(ys, lengths):
-    _check_seq(ys, name="ys")
+    check_xs(ys, name="ys", floating=True)
     if lengths is None:
         return None
-    return check_lengths(lengths, tuple(ys.shape[1:-1]), ys.shape[0])
+    return check_seq_lengths(lengths, ys)[0]
 
 
 def pool_last(ys: Array, lengths: Array | None = None) -> Array:
@@ -672,8 +667,7 @@ def repeat_vector(v: Array, num_steps: int) -> Array:
     check_array("v", v)
     if v.ndim < 1:
         raise ValueError(f"v: expected shape [*batch, F] (at least 1 axis), got {tuple(v.shape)}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
+    check_int("num_steps", num_steps)
     return jnp.broadcast_to(v, (num_steps,) + tuple(v.shape))
 
 
@@ -691,8 +685,8 @@ def dense_init(
     >>> dense_init(jax.random.key(0), 8, 3).w.shape
     (8, 3)
     """
-    _check_positive("input_size", input_size)
-    _check_positive("output_size", output_size)
+    check_int("input_size", input_size)
+    check_int("output_size", output_size)
     k1, k2 = jax.random.split(key)
     return DenseParams(w_init(k1, (input_size, output_size), dtype), b_init(k2, (output_size,), dtype))
 
@@ -710,90 +704,14 @@ def dense(params: DenseParams, x: Array) -> Array:
     return x @ params.w + params.b
 
 
-# ------------------------------------------------------------------------- a custom cell
-
-
-def dampened_step(params: DampenedParams, a: Array, x: Array):
-    """The dampened unit, a one-line custom cell with a learned scalar memory weight λ.
-
-    ::
-
-        a' = σ(x w + λ a + b),   y = a'
-
-    λ scales the unit's own previous activation (one scalar shared by all units), so it sets
-    how much memory the cell keeps; it is learned with the rest. This step uses only the
-    public step contract ``step(params, carry, x) -> (carry, y)``, exactly as a user's own
-    cell would, and composes into ``scan``, ``stack``, ``deep``, ``bidirectional``,
-    ``seq2seq`` and the decoders unchanged.
-
-    Args:
-      params: ``DampenedParams(w [I, H], lam [], b [H])``.
-      a: ``[*batch, H]``.
-      x: ``[*batch, I]``.
-
-    >>> cell = dampened(3, 4)
-    >>> a, y = dampened_step(cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((2, 3)))
-    >>> y.shape
-    (2, 4)
-    """
-    check_float("x", x)
-    if x.ndim < 1 or x.shape[-1] != params.w.shape[0]:
-        raise ValueError(f"x: expected shape [*batch, {params.w.shape[0]}] (I from params.w), got {tuple(x.shape)}")
-    if tuple(a.shape) != tuple(x.shape[:-1]) + (params.w.shape[1],):
-        raise ValueError(
-            f"carry: expected shape [*batch, {params.w.shape[1]}] with *batch = {tuple(x.shape[:-1])} "
-            f"from x, got {tuple(a.shape)}"
-        )
-    a_new = jax.nn.sigmoid(x @ params.w + params.lam * a + params.b).astype(a.dtype)
-    return a_new, a_new
-
-
-def dampened(
-    input_size: int,
-    hidden_size: int,
-    *,
-    lam_init: float = 0.5,
-    w_init: Callable = glorot_uniform,
-    dtype=jnp.float32,
-    carry_dtype=jnp.float32,
-) -> Cell:
-    """The dampened unit ``a' = σ(x w + λ a + b)`` as a ``Cell``; see ``dampened_step``.
-
-    ``w`` starts Glorot-uniform, ``b`` at zero and the scalar ``λ`` at ``lam_init``; the carry
-    starts at zeros.
-
-    >>> cell = dampened(3, 4, lam_init=0.9)
-    >>> round(float(cell.init(jax.random.key(0)).lam), 6)
-    0.9
-    """
-    _check_positive("input_size", input_size)
-    _check_positive("hidden_size", hidden_size)
-    if isinstance(lam_init, bool) or not isinstance(lam_init, (int, float)):
-        raise TypeError(f"lam_init: expected a float, got {lam_init!r}")
-
-    def init(key):
-        return DampenedParams(
-            w=w_init(key, (input_size, hidden_size), dtype),
-            lam=jnp.asarray(lam_init, dtype),
-            b=jnp.zeros((hidden_size,), dtype),
-        )
-
-    def initial_carry(batch_shape=()):
-        return jnp.zeros(_batch_shape(batch_shape) + (hidden_size,), carry_dtype)
-
-    return Cell(init, initial_carry, dampened_step)
-
-
 __all__ = [
     "BiCarry",
     "BiParams",
-    "DampenedParams",
     "DenseParams",
     "SeqModel",
+    "StackedCarry",
     "bidirectional",
     "carry_hidden",
-    "dampened",
-    "dampened_step",
     "deep",
     "dense",
     "dense_init",

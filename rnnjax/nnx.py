@@ -1,6 +1,7 @@
 """Flax NNX adapters: an rnnjax ``Cell`` or ``SeqModel`` as an ``nnx.Module``.
 
-The rnnjax core never imports flax; import this module explicitly::
+The rnnjax core never imports flax; this module needs it (``pip install 'rnnjax[nnx]'``).
+Import it explicitly::
 
     from rnnjax import nnx as rnx
 
@@ -16,8 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-from flax import nnx
 
+try:
+    from flax import nnx
+except ImportError as e:  # flax is the optional extra of this module only
+    raise ImportError(
+        "rnnjax.nnx needs flax, which the core of rnnjax does not install: "
+        "pip install 'rnnjax[nnx]' (or pip install flax)"
+    ) from e
+
+from rnnjax._checks import check_bool
 from rnnjax.cells import Cell
 from rnnjax.compose import SeqModel
 from rnnjax.scan import scan
@@ -115,8 +124,7 @@ class SeqModule(nnx.Module):
     def __init__(self, model: SeqModel, *, rngs: nnx.Rngs, deterministic: bool = False):
         if not isinstance(model, SeqModel):
             raise TypeError(f"model: expected a rnnjax.SeqModel, got {type(model).__name__}")
-        if not isinstance(deterministic, bool):
-            raise TypeError(f"deterministic: expected a bool, got {deterministic!r}")
+        check_bool("deterministic", deterministic)
         self.model = model
         self.params = _wrap(model.init(rngs.params()))
         self.deterministic = deterministic
@@ -140,8 +148,7 @@ class SeqModule(nnx.Module):
         key: Array | None = None,
     ):
         deterministic = self.deterministic if deterministic is None else deterministic
-        if not isinstance(deterministic, bool):
-            raise TypeError(f"deterministic: expected a bool, got {deterministic!r}")
+        check_bool("deterministic", deterministic)
         train = not deterministic
         if train and key is None:
             key = self.rngs()

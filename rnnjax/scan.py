@@ -1,91 +1,37 @@
-"""The time loop: ``rnnjax.scan`` over any step function, with lengths and reversal."""
+"""The time loops: ``rnnjax.scan`` over any step function, with lengths and reversal, and the
+scans for long sequences built on it (truncated BPTT with resets, rematerialised scans, chunked
+streams)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, check_lengths, shape_str
-from rnnjax._fused import fused_kind, fused_scan
-from rnnjax.cells import split_step
+from rnnjax import _registry
+from rnnjax._checks import (
+    broadcast_lengths,
+    check_array,
+    check_bool,
+    check_int,
+    check_lengths,
+    check_resets,
+    check_seq_lengths,
+    check_step_output,
+    check_xs,
+    flip_valid,
+    shape_str,
+    where_batch,
+)
+from rnnjax._fused import run_fused
 
 Array = jax.Array
-
-
-def _check_xs(xs: Any) -> None:
-    check_array("xs", xs)
-    if xs.ndim < 2:
-        raise ValueError(f"xs: expected shape [T, *batch, I] (at least 2 axes), got {tuple(xs.shape)}")
-    if xs.shape[0] == 0:
-        raise ValueError(f"xs: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}")
-
-
-def _check_step_output(step, params, carry, xs, batch: tuple | None):
-    """Trace one step abstractly; check the carry comes back unchanged in shape and dtype."""
-    try:
-        out = jax.eval_shape(step, params, carry, xs[0])
-    except (ValueError, TypeError) as e:
-        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)}: xs is time-major "
-                   f"[T, *batch, I], so T = {xs.shape[0]} and *batch = {tuple(xs.shape[1:-1])})")
-        raise
-    if not (isinstance(out, tuple) and len(out) == 2):
-        if isinstance(out, tuple):
-            got = f"a tuple of {len(out)}"
-        elif hasattr(out, "shape"):
-            got = f"one array of shape {tuple(out.shape)}"
-        else:
-            got = type(out).__name__
-        raise TypeError(f"step: expected it to return (carry, y), got {got}")
-    carry_out, y = out
-    in_leaves, in_tree = jax.tree_util.tree_flatten_with_path(carry)
-    out_leaves, out_tree = jax.tree_util.tree_flatten_with_path(carry_out)
-    if in_tree != out_tree:
-        raise ValueError(
-            f"carry: step must return a carry of the same structure it was given; "
-            f"given {in_tree}, returned {out_tree}"
-        )
-    for (path, a), (_, b) in zip(in_leaves, out_leaves, strict=True):
-        a_shape, a_dtype = jnp.shape(a), jnp.result_type(a)
-        if a_shape != b.shape or a_dtype != b.dtype:
-            raise ValueError(
-                f"carry{jax.tree_util.keystr(path)}: step returned shape {b.shape} {b.dtype} for a "
-                f"carry of shape {a_shape} {a_dtype}; they must match (check the carry's batch "
-                f"shape against xs {tuple(xs.shape)} and its dtype)"
-            )
-    if batch is not None:
-        n = len(batch)
-        for what, tree in (("carry", carry_out), ("y", y)):
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-                if tuple(leaf.shape[:n]) != batch:
-                    raise ValueError(
-                        f"{what}{jax.tree_util.keystr(path)}: with lengths, every carry and output "
-                        f"leaf must start with the batch axes {shape_str(batch)} of xs, got "
-                        f"shape {tuple(leaf.shape)}"
-                    )
-
-
-def _check_builtin_xs(params, xs) -> None:
-    w_ih = getattr(params, "w_ih", None)
-    if w_ih is not None and hasattr(w_ih, "shape") and w_ih.ndim == 2 and xs.shape[-1] != w_ih.shape[0]:
-        raise ValueError(
-            f"xs: expected shape [T, *batch, {w_ih.shape[0]}] (input_size from params.w_ih), "
-            f"got {tuple(xs.shape)}"
-        )
-
-
-def _where_valid(valid: Array, new, old):
-    """Per-leaf ``where(valid, new, old)`` with ``valid: [*batch]`` broadcast over trailing axes."""
-
-    def pick(n, o):
-        mask = valid.reshape(valid.shape + (1,) * (jnp.ndim(n) - valid.ndim))
-        return jnp.where(mask, n, o)
-
-    return jax.tree_util.tree_map(pick, new, old)
 
 
 def scan(
@@ -128,26 +74,24 @@ def scan(
     >>> ys.shape, float(abs(ys[2:, 1]).max())
     ((5, 2, 4), 0.0)
     """
-    if not callable(step):
-        raise TypeError(f"step: expected a function step(params, carry, x), got {type(step).__name__}")
-    _check_xs(xs)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    _check_step(step)
+    check_xs(xs)
+    check_bool("reverse", reverse)
     if not (unroll is True or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
         raise ValueError(f"unroll: expected an int >= 1 or True, got {unroll!r}")
     num_steps = xs.shape[0]
-    batch = tuple(xs.shape[1:-1])
+    batch = None
     if lengths is not None:
-        lengths = check_lengths(lengths, batch, num_steps)
+        lengths, batch = check_seq_lengths(lengths, xs)
 
-    split = split_step(step)
-    if split is not None:
-        _check_builtin_xs(params, xs)
-    _check_step_output(step, params, carry, xs, batch if lengths is not None else None)
+    _registry.check_inputs(step, params, xs)
+    check_step_output(step, params, carry, xs, batch)
 
-    kind = fused_kind(step, params, carry)
-    if kind is not None:
-        return fused_scan(kind, params, carry, xs, lengths, reverse, unroll)
+    kernel = _registry.fused_kernel(step, params, carry)
+    if kernel is not None:
+        if lengths is not None:  # the kernels flatten every axis before the features into one
+            lengths = broadcast_lengths(lengths, tuple(xs.shape[1:-1]))
+        return run_fused(kernel, params, carry, xs, lengths, reverse, unroll)
     # Other steps run as they are. Hoisting the input projection of the remaining built-ins
     # (one [T*B, I] x [I, GH] matmul before the loop) measured slower on XLA:CPU than the
     # per-step product (LSTM B=32 T=128 I=128 H=256: CPU time +70% inference, +20% training).
@@ -161,7 +105,7 @@ def scan(
         new_c, y = body(c, x)
         valid = t < lengths  # [*batch]
         zeros = jax.tree_util.tree_map(jnp.zeros_like, y)
-        return _where_valid(valid, new_c, c), _where_valid(valid, y, zeros)
+        return where_batch(valid, new_c, c), where_batch(valid, y, zeros)
 
     # Forward: padding comes after the valid steps and only holds the carry. Reverse: lax.scan
     # visits t = T-1 .. 0, so the held carry passes through the padding untouched and each
@@ -194,11 +138,237 @@ def flip_sequences(xs: Array, lengths: Array | None = None) -> Array:
             f"got {batch}"
         )
     # under jit, values outside [0, T] cannot be rejected: they act as the nearest bound, as in scan
-    lengths = jnp.clip(check_lengths(lengths, batch, num_steps), 0, num_steps)
-    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch))
-    idx = jnp.where(t < lengths, lengths - 1 - t, t)  # [T, *batch]
-    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - idx.ndim))
-    return jnp.take_along_axis(xs, jnp.broadcast_to(idx, xs.shape), axis=0)
+    return flip_valid(xs, jnp.clip(check_lengths(lengths, batch, num_steps), 0, num_steps))
 
 
-__all__ = ["scan", "flip_sequences"]
+# ------------------------------------------------------------------------ long sequences
+
+
+def _check_step(step: Any) -> None:
+    if not callable(step):
+        raise TypeError(f"step: expected a function step(params, carry, x), got {type(step).__name__}")
+
+
+def truncated_scan(
+    step: Callable,
+    params: Any,
+    carry: Any,
+    xs: Array,
+    *,
+    truncate: int | None = None,
+    resets: Array | None = None,
+):
+    """``rnnjax.scan`` with gradients truncated every ``truncate`` steps, and carry resets.
+
+    The forward pass is that of ``rnnjax.scan`` (with resets): outputs never depend on
+    ``truncate``. The backward pass is truncated BPTT: the time axis is cut into chunks of
+    ``truncate`` steps and the carry enters each chunk after the first through
+    ``lax.stop_gradient``, so a loss term at step ``t`` sends gradient only to inputs, params
+    uses and carries of its own chunk (never to steps ``truncate`` or more before it). With
+    ``truncate >= T`` (or None) this is full BPTT, gradient to the initial carry included.
+
+    ``resets[t, b]`` marks a document boundary: the carry of sequence ``b`` is set to zeros
+    (``cell.initial_carry``) just before ``xs[t, b]`` is consumed, so nothing — values or
+    gradients — crosses it.
+
+    For training on a long stream with one update per chunk, use this on each chunk and pass the
+    final carry to the next step (``make_train_step(..., carry=True)`` does that).
+
+    Args:
+      step: ``step(params, carry, x) -> (carry, y)``.
+      params: the step's parameters.
+      carry: initial carry; leaves start with the batch axes of ``xs`` when ``resets`` is given.
+      xs: ``[T, *batch, I]``.
+      truncate: chunk length ``k >= 1`` of the truncated backward pass, or None (no truncation).
+      resets: optional ``[T, *batch]`` bool.
+
+    Returns:
+      ``(carry, ys)`` as ``rnnjax.scan``.
+
+    >>> cell = elman(input_size=2, hidden_size=3)
+    >>> resets = jnp.zeros((8, 4), bool).at[5, 1].set(True)   # sequence 1: a new document at t=5
+    >>> carry, ys = truncated_scan(cell.step, cell.init(jax.random.key(0)), cell.initial_carry((4,)), jnp.ones((8, 4, 2)), truncate=3, resets=resets)
+    >>> ys.shape
+    (8, 4, 3)
+    """
+    _check_step(step)
+    check_xs(xs)
+    check_int("truncate", truncate, allow_none=True)
+    num_steps = xs.shape[0]
+    if resets is not None:
+        resets, batch = check_resets(resets, xs)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(carry)[0]:
+            if tuple(jnp.shape(leaf)[: len(batch)]) != batch:
+                raise ValueError(
+                    f"carry{jax.tree_util.keystr(path)}: with resets, every carry leaf must start with "
+                    f"the batch axes {shape_str(batch)} of xs, got shape {tuple(jnp.shape(leaf))}"
+                )
+    # rnnjax.scan checks the step against carry and xs (shapes, dtypes) without running it.
+    jax.eval_shape(partial(scan, step), params, carry, xs[:1])
+
+    if resets is None:
+        # Each chunk is an rnnjax.scan, so built-in cells take their fused kernels.
+        def run(c, chunk_xs):
+            return scan(step, params, c, chunk_xs)
+        inputs = xs
+    else:
+        def cell_step(c, inp):
+            x, r = inp
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, c)
+            return step(params, where_batch(r, zeros, c), x)
+
+        def run(c, chunk_inputs):
+            return lax.scan(cell_step, c, chunk_inputs)
+        inputs = (xs, resets)
+
+    k = num_steps if truncate is None else min(int(truncate), num_steps)
+    num_chunks, rest = divmod(num_steps, k)
+    if num_chunks == 1 and rest == 0:
+        return run(carry, inputs)
+
+    def chunk(c, chunk_inputs):
+        return run(lax.stop_gradient(c), chunk_inputs)
+
+    head = jax.tree_util.tree_map(lambda a: a[: num_chunks * k].reshape((num_chunks, k) + a.shape[1:]), inputs)
+    # The first chunk takes the initial carry with its gradient; later ones through stop_gradient.
+    first = jax.tree_util.tree_map(lambda a: a[0], head)
+    carry, ys_first = run(carry, first)
+    pieces = [jax.tree_util.tree_map(lambda a: a[None], ys_first)]
+    if num_chunks > 1:
+        later = jax.tree_util.tree_map(lambda a: a[1:], head)
+        carry, ys_later = lax.scan(chunk, carry, later)  # [num_chunks - 1, k, ...]
+        pieces.append(ys_later)
+    ys = jax.tree_util.tree_map(
+        lambda *p: jnp.concatenate(p).reshape((num_chunks * k,) + p[0].shape[2:]), *pieces
+    )
+    if rest:
+        tail = jax.tree_util.tree_map(lambda a: a[num_chunks * k :], inputs)
+        carry, ys_tail = chunk(carry, tail)
+        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
+    return carry, ys
+
+
+def remat_scan(
+    step: Callable,
+    params: Any,
+    carry: Any,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    segment: int | None = None,
+):
+    """``rnnjax.scan`` with gradient checkpointing: same values and gradients, less memory.
+
+    The time axis is cut into segments of ``segment`` steps (default ``ceil(sqrt(T))``); each
+    segment is an ``rnnjax.scan`` under ``jax.checkpoint``. The backward pass keeps only the
+    carry at segment boundaries and recomputes one segment's activations at a time, so the
+    activation memory of a long sequence drops from ``O(T)`` to ``O(T / segment + segment)``
+    steps, for about one extra forward pass.
+
+    Args:
+      step, params, carry, xs, lengths, reverse: as in ``rnnjax.scan`` (``xs: [T, *batch, I]``,
+        ``lengths: [*batch]``; padding holds the carry and outputs zeros; ``reverse`` runs each
+        sequence from its own last valid step).
+      segment: steps per rematerialised segment (``>= 1``).
+
+    Returns:
+      ``(carry, ys)`` exactly as ``rnnjax.scan``.
+
+    >>> cell = lstm(input_size=2, hidden_size=3)
+    >>> params, xs = cell.init(jax.random.key(0)), jnp.ones((20, 4, 2))
+    >>> loss = lambda p: remat_scan(cell.step, p, cell.initial_carry((4,)), xs, segment=5)[1].sum()
+    >>> jax.jit(jax.grad(loss))(params).w_hh.shape
+    (3, 12)
+    """
+    _check_step(step)
+    check_xs(xs)
+    check_int("segment", segment, allow_none=True)
+    check_bool("reverse", reverse)
+    num_steps = xs.shape[0]
+    if lengths is not None:
+        lengths, _ = check_seq_lengths(lengths, xs)
+    # All of rnnjax.scan's checks, on the whole sequence, without running it.
+    jax.eval_shape(partial(scan, step, lengths=lengths, reverse=reverse), params, carry, xs)
+
+    k = math.isqrt(num_steps - 1) + 1 if segment is None else min(int(segment), num_steps)
+    num_segments, rest = divmod(num_steps, k)
+
+    def run(p, c, x, t0, prevent_cse=True):
+        seg_lengths = None if lengths is None else jnp.clip(lengths - t0, 0, x.shape[0])
+
+        def f(p, c, x, seg_lengths):
+            return scan(step, p, c, x, lengths=seg_lengths, reverse=reverse)
+
+        return jax.checkpoint(f, prevent_cse=prevent_cse)(p, c, x, seg_lengths)
+
+    head = xs[: num_segments * k].reshape((num_segments, k) + xs.shape[1:])
+    starts = jnp.arange(num_segments) * k
+
+    def outer(c, inp):
+        x, t0 = inp
+        # prevent_cse=False is safe inside lax.scan and lets XLA fuse the recomputation.
+        return run(params, c, x, t0, prevent_cse=False)
+
+    def run_head(c):
+        c, ys = lax.scan(outer, c, (head, starts), reverse=reverse)
+        return c, jax.tree_util.tree_map(lambda a: a.reshape((num_segments * k,) + a.shape[2:]), ys)
+
+    if not rest:
+        return run_head(carry)
+    tail = xs[num_segments * k :]
+    if reverse:  # the tail holds the last time steps: it runs first
+        carry, ys_tail = run(params, carry, tail, num_segments * k)
+        carry, ys_head = run_head(carry)
+    else:
+        carry, ys_head = run_head(carry)
+        carry, ys_tail = run(params, carry, tail, num_segments * k)
+    return carry, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys_head, ys_tail)
+
+
+_take_chunk = jax.jit(lambda a, start, length: lax.dynamic_slice_in_dim(a, start, length), static_argnums=2)
+
+
+def chunk_stream(stream: Any, length: int) -> Callable[[int], Any]:
+    """Cut a long stream into consecutive chunks; ``chunk(i)`` is chunk ``i mod n``.
+
+    ``stream`` is a pytree of ``[T_total, ...]`` arrays (e.g. inputs, targets and resets of
+    ``B`` parallel token streams, ``[T_total, B]`` each); the ``n = T_total // length`` full
+    chunks are served in order and wrap around (a final partial chunk is dropped). With
+    ``chunk = chunk_stream(data, k)`` and ``fit(step, state, chunk, ...)``, training step ``i``
+    sees chunk ``i mod n``. Put ``resets[0] = True`` in the data to start each pass over the
+    stream from a zero carry.
+
+    >>> chunk = chunk_stream({"x": jnp.arange(10)}, 4)   # two chunks of 4; 8, 9 are dropped
+    >>> chunk(0)["x"].tolist(), chunk(1)["x"].tolist(), chunk(2)["x"].tolist()
+    ([0, 1, 2, 3], [4, 5, 6, 7], [0, 1, 2, 3])
+    """
+    check_int("length", length)
+    leaves = jax.tree_util.tree_leaves(stream)
+    if not leaves:
+        raise ValueError("stream: expected a pytree of [T_total, ...] arrays, got no arrays")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(stream)[0]:
+        check_array(f"stream{jax.tree_util.keystr(path)}", leaf)
+        if leaf.ndim < 1 or leaf.shape[0] != leaves[0].shape[0]:
+            raise ValueError(
+                f"stream{jax.tree_util.keystr(path)}: expected shape [{leaves[0].shape[0]}, ...] "
+                f"(one time axis shared by all leaves), got {tuple(leaf.shape)}"
+            )
+    total = leaves[0].shape[0]
+    num_chunks = total // length
+    if num_chunks < 1:
+        raise ValueError(f"length: expected at most the stream length {total}, got {length}")
+
+    def take(leaf, start):
+        if isinstance(leaf, np.ndarray):
+            return leaf[start : start + length]
+        return _take_chunk(leaf, start, length)  # one compilation for every start
+
+    def chunk(index: int) -> Any:
+        start = (int(index) % num_chunks) * length
+        return jax.tree_util.tree_map(lambda leaf: take(leaf, start), stream)
+
+    return chunk
+
+
+__all__ = ["chunk_stream", "flip_sequences", "remat_scan", "scan", "truncated_scan"]

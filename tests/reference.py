@@ -1,6 +1,6 @@
 """Cell equations written out in NumPy, independently of the library, for equivalence tests.
 
-Each function takes NumPy arrays (params as a dict of arrays with the DESIGN.md field names)
+Each function takes NumPy arrays (params as a dict of arrays with the field names of the params NamedTuples (docs/design.md))
 and returns ``(new_carry, y)`` in float64.
 """
 

@@ -69,7 +69,7 @@ def test_stack_of_one_cell_equals_the_cell(factory, key, xs):
     step1, step0, scan1, scan0 = both(params, carry, xs)
     assert_trees_close(step1, ((step0[0],), step0[1]), atol=1e-6)
     assert_trees_close(scan1, ((scan0[0],), scan0[1]), atol=1e-6)
-    assert jax.tree_util.tree_structure(one.initial_carry((B,))) == jax.tree_util.tree_structure((carry,))
+    assert jax.tree_util.tree_structure(one.initial_carry((B,))) == jax.tree_util.tree_structure(rj.StackedCarry((carry,)))
 
 
 def test_stack_steps_layers_in_order(key, xs):

@@ -2,7 +2,7 @@
 
 ``rnnjax.scan`` runs ``elman_step`` (any activation), ``lstm_step`` and ``gru_step`` through
 hand-written forward/backward kernels (``rnnjax/_fused.py``). Each test compares them with the
-definition in DESIGN.md written out as a Python loop over the public step function — values
+definition in docs/design.md written out as a Python loop over the public step function — values
 and gradients (with respect to params, initial carry and inputs), with and without lengths,
 in both directions, for any batch shape, under jit, vmap, checkpoint and grad-of-grad, and
 with bf16 params next to a float32 carry. Each side is compiled once per test.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax import _fused
+from rnnjax import _fused, _registry
 from tests.conftest import assert_trees_close
 
 T, B, I, H = 5, 3, 3, 4
@@ -28,7 +28,7 @@ CELLS = {
 
 
 def step_loop(step, params, carry, xs, lengths=None, reverse=False):
-    """DESIGN.md §2 as a loop: padding holds the carry and outputs zero; reverse runs t = T-1..0."""
+    """docs/design.md §1 (padding, reverse) as a loop: padding holds the carry and outputs zero; reverse runs t = T-1..0."""
     num_steps = xs.shape[0]
     ys = [None] * num_steps
     for t in reversed(range(num_steps)) if reverse else range(num_steps):
@@ -178,14 +178,14 @@ def test_dispatch_picks_fused_kernels_for_built_in_cells_only(key):
 
     peephole = rj.peephole_lstm(I, H)
     params = jax.eval_shape(peephole.init, key)
-    assert _fused.fused_kind(peephole.step, params, peephole.initial_carry((B,))) is None
+    assert _registry.fused_kernel(peephole.step, params, peephole.initial_carry((B,))) is None
 
     class OtherParams(rj.LSTMParams):  # a subclass is not the container the kernel returns
         pass
 
     lstm = rj.lstm(I, H)
     other = OtherParams(*jax.eval_shape(lstm.init, key))
-    assert _fused.fused_kind(rj.lstm_step, other, lstm.initial_carry((B,))) is None
+    assert _registry.fused_kernel(rj.lstm_step, other, lstm.initial_carry((B,))) is None
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from rnnjax._parallel_deer import diag_jacobian_fn
-from rnnjax.parallel_time import _DIAG_TABLE
+from rnnjax._registry import diag_jacobian
 
 IN, H, B = 3, 4, 2  # input size, hidden size, batch
 
@@ -430,7 +429,7 @@ def test_closed_form_jacobian_diagonals(key):
         params = jax.tree_util.tree_map(lambda a: a + 0.3 * jax.random.normal(key, a.shape),
                                         cell.init(key))  # non-zero biases
         carry, x = _random_carry(cell, key, (B,)), 2 * jax.random.normal(key, (B, IN))
-        fn = diag_jacobian_fn(cell.step, _DIAG_TABLE)
+        fn = diag_jacobian(cell.step)
         assert fn is not None
 
         @jax.jit
@@ -443,8 +442,8 @@ def test_closed_form_jacobian_diagonals(key):
 
         got, want = both(params, carry, x)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert diag_jacobian_fn(rj.peephole_lstm_step, _DIAG_TABLE) is None
-    assert diag_jacobian_fn(_user_step, _DIAG_TABLE) is None
+    assert diag_jacobian(rj.peephole_lstm_step) is None
+    assert diag_jacobian(_user_step) is None
 
 
 def test_deer_quasi_without_closed_form_diagonal(key):
