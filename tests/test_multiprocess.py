@@ -5,9 +5,11 @@ reader would run it (one process per process id, gloo collectives). Its checkpoi
 back in this process and compared with the same training run here on one device.
 """
 
+import json
 import os
 import pathlib
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -53,7 +55,8 @@ def launch(argv_of, cwd: pathlib.Path, cache: pathlib.Path) -> list[str]:
     return their stdouts; a process still running at the deadline or on any error is killed."""
     address = f"127.0.0.1:{_free_port()}"
     logs = [(open(cwd / f"out{i}.txt", "w+"), open(cwd / f"err{i}.txt", "w+")) for i in range(2)]
-    procs = []
+    procs, started = [], time.monotonic()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         for i in range(2):
             procs.append(subprocess.Popen(argv_of(address, i), cwd=cwd, env=_env(cache),
@@ -70,6 +73,9 @@ def launch(argv_of, cwd: pathlib.Path, cache: pathlib.Path) -> list[str]:
             out, err = logs[i][0].read(), logs[i][1].read()
             assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{err[-3000:]}"
             outs.append(out)
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime
+        print(f"2-process launch: {time.monotonic() - started:.1f} s wall, {used:.1f} s CPU")
         return outs
     finally:
         for p in procs:
@@ -137,8 +143,12 @@ def leaves(tree):
             for x in jax.tree_util.tree_leaves(tree)]
 
 
-def test_two_processes_train_like_one_and_resume_exactly(tmp_path):
-    cache = tmp_path / "jax-cache"
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def test_two_processes_train_like_one_and_resume_exactly(tmp_path, cache):
     full, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
 
     # 6 steps on 2 processes x 2 devices, checkpoints at steps 3 and 6
@@ -179,3 +189,76 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path):
 def test_readme_recipe_is_the_script_that_runs():
     readme = (ROOT / "README.md").read_text()
     assert SCRIPT.read_text() in readme, "README.md must show tests/_multiprocess_script.py verbatim"
+
+
+# What each process of a launch checks of data_mesh, shard_batch and replicate across processes.
+PROBE = r"""
+import json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax
+jax.config.update("jax_platforms", "cpu")
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
+                           initialization_timeout=60, shutdown_timeout_seconds=30)
+import numpy as np
+from jax.experimental import multihost_utils
+import rnnjax as rj
+
+me = jax.process_index()
+mesh = rj.data_mesh()
+r = {"mesh_processes": [d.process_index for d in mesh.devices.flat]}
+# each process passes rows 4 * me ... 4 * me + 3 of an [T=2, B=8] batch and lengths 1..8
+rows = np.arange(4 * me, 4 * me + 4)
+xs, lengths, w = rj.shard_batch((np.stack([rows, 10 * rows]).astype(np.float32), rows + 1, np.ones(3)), mesh,
+                                axis=(1, 0, None))
+r["xs"] = np.asarray(multihost_utils.process_allgather(xs, tiled=True)).tolist()
+r["lengths"] = np.asarray(multihost_utils.process_allgather(lengths, tiled=True)).tolist()
+r["shapes"] = [list(xs.shape), list(lengths.shape), list(w.shape)]
+r["local_rows"] = sorted(int(s.index[1].start) for s in xs.addressable_shards)
+r["w_replicated"] = w.sharding.is_fully_replicated
+tree = {"key": jax.random.key(7), "f64": np.linspace(0, 1, 5), "int": 3, "dev": jax.numpy.arange(4.0),
+        "global": xs}
+rep = rj.replicate(tree, mesh)
+r["rep_dtypes"] = {k: str(v.dtype) for k, v in rep.items()}
+r["rep_replicated"] = {k: bool(v.sharding.is_fully_replicated) for k, v in rep.items()}
+r["rep_devices"] = {k: len(v.sharding.device_set) for k, v in rep.items()}
+r["key_equal"] = bool((rep["key"] == jax.random.key(7)).all())
+r["values_equal"] = bool(np.array_equal(np.asarray(rep["f64"]), np.linspace(0, 1, 5).astype(np.float32))
+                         and int(rep["int"]) == 3 and np.array_equal(np.asarray(rep["dev"]), np.arange(4.0)))
+r["global_values"] = np.asarray(rep["global"]).tolist()  # the sharded batch, now whole on every device
+try:
+    rj.replicate({"a": np.zeros(2), "b": {"w": np.full(3, float(me))}}, mesh)
+    r["mismatch_error"] = None
+except ValueError as e:
+    r["mismatch_error"] = str(e)
+try:
+    rj.shard_batch(np.ones((2, 3)), mesh)
+    r["divisibility_error"] = None
+except ValueError as e:
+    r["divisibility_error"] = str(e)
+print("RESULT " + json.dumps(r))
+"""
+
+
+def test_mesh_batch_and_replicate_span_the_processes(tmp_path, cache):
+    outs = launch(lambda address, i: [sys.executable, "-c", PROBE, address, str(i)], tmp_path, cache)
+    for i, out in enumerate(outs):
+        r = json.loads(out.split("RESULT ", 1)[1])
+        assert r["mesh_processes"] == [0, 0, 1, 1]  # process 0's devices first
+        # the global batch is the processes' parts in process order; each holds its own rows
+        assert r["xs"] == [list(range(8)), [10 * j for j in range(8)]]
+        assert r["lengths"] == list(range(1, 9))
+        assert r["shapes"] == [[2, 8], [8], [3]] and r["w_replicated"]
+        assert r["local_rows"] == [4 * i, 4 * i + 2]
+        assert r["rep_replicated"] == dict.fromkeys(["key", "f64", "int", "dev", "global"], True)
+        assert r["rep_devices"] == dict.fromkeys(["key", "f64", "int", "dev", "global"], 4)
+        assert r["global_values"] == r["xs"]
+        assert r["rep_dtypes"] == {"key": "key<fry>", "f64": "float32", "int": "int32", "dev": "float32",
+                                   "global": "float32"}
+        assert r["key_equal"] and r["values_equal"]
+        assert r["mismatch_error"] == (
+            "tree['b']['w']: process 1 holds a different value than process 0; replicate expects the same "
+            "values in every process (e.g. initialise them from the same key)"
+        )
+        assert r["divisibility_error"] == (
+            "batch: the batch axis 1 has size 3, expected a multiple of the 2 devices of this process"
+        )
