@@ -45,7 +45,7 @@ SIMPLE_CELLS = {
 
 
 def random_params(cell, key, scale=0.7):
-    params = cell.init(key)
+    params = jax.eval_shape(cell.init, key)  # shapes only: no eager initialiser to run
     keys = jax.random.split(jax.random.fold_in(key, 1), len(params))
     return type(params)(*[scale * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
 
@@ -173,7 +173,7 @@ def test_gradients_match_finite_differences(name):
             new, y = cell.step(params, h, x)
             return jnp.sum(y * jnp.arange(H)) + jnp.sum(new ** 2)
 
-        check_grads(f, (params, h, x), order=1, modes=["rev"])
+        check_grads(jax.jit(f), (params, h, x), order=1, modes=["rev"])
     assert jnp.zeros(1).dtype == jnp.float32
 
 
@@ -205,3 +205,165 @@ def test_errors_name_the_argument(simple_case):
         sc.mgu_step(m, h, x[..., :1])
     with pytest.raises(TypeError, match=r"reset_gate: expected a bool, got 1"):
         sc.mgu(I, H, reset_gate=1)
+
+
+# ----------------------------------------------- every new cell composes with every composer
+#
+# One test per composer, parametrised over the six new cells (vector and convolutional alike),
+# each against a plain Python loop over the cell's own step.
+
+from rnnjax import conv_cells, norm_cells  # noqa: E402
+
+T, B, V, W = 5, 2, 6, 4  # steps, batch, vocabulary (decoding), width of the 1-D conv inputs
+NEW_CELLS = {  # name -> (factory(in, out), spatial shape of x)
+    "layer_norm_lstm": (norm_cells.layer_norm_lstm, ()),
+    "layer_norm_gru": (norm_cells.layer_norm_gru, ()),
+    "indrnn": (sc.indrnn, ()),
+    "mgu": (sc.mgu, ()),
+    "conv_lstm": (lambda i, h: conv_cells.conv_lstm(i, h, (3,)), (W,)),
+    "conv_gru": (lambda i, h: conv_cells.conv_gru(i, h, (3,)), (W,)),
+}
+LENGTHS = np.array([T, 3])
+
+
+@pytest.fixture(scope="module")
+def new_cell_inputs():
+    """name -> (factory, spatial shape, xs [T, B, *spatial, I]) for every new cell."""
+    key = jax.random.key(17)
+    return {name: (factory, spatial, jax.random.normal(jax.random.fold_in(key, k), (T, B, *spatial, I)))
+            for k, (name, (factory, spatial)) in enumerate(NEW_CELLS.items())}
+
+
+def loop(step, params, carry, xs):
+    """The reference: a Python loop over time."""
+    ys = []
+    for t in range(xs.shape[0]):
+        carry, y = step(params, carry, xs[t])
+        ys.append(y)
+    return carry, jnp.stack(ys)
+
+
+def close(a, b, atol=1e-5):
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, atol=atol), a, b)
+
+
+def per_sequence(cell, params, xs, reverse=False):
+    """Each sequence run alone over its valid prefix (reversed for the backward direction)."""
+    outs = []
+    for b, n in enumerate(LENGTHS):
+        x = xs[:n, b][::-1] if reverse else xs[:n, b]
+        carry, ys = loop(cell.step, params, cell.initial_carry(xs.shape[2:-1]), x)
+        outs.append((carry, ys[::-1] if reverse else ys))
+    return outs
+
+
+@pytest.mark.parametrize("name", list(NEW_CELLS))
+def test_rnn_with_lengths(name, new_cell_inputs):
+    factory, _, xs = new_cell_inputs[name]
+    cell = factory(I, H)
+    model = rj.rnn(cell)
+    params = model.init(jax.random.key(0))
+    carry, ys = jax.jit(model.apply)(params, xs, lengths=LENGTHS)
+    for b, (want_carry, want_ys) in enumerate(per_sequence(cell, params, xs)):
+        n = LENGTHS[b]
+        close(ys[:n, b], want_ys)
+        np.testing.assert_array_equal(ys[n:, b], 0.0)  # padding
+        close(jax.tree_util.tree_map(lambda a: a[b], carry), want_carry)
+
+
+@pytest.mark.parametrize("name", list(NEW_CELLS))
+def test_deep(name, new_cell_inputs):
+    factory, _, xs = new_cell_inputs[name]
+    c1, c2 = factory(I, H), factory(H, H)
+    model = rj.deep(c1, c2)
+    params = model.init(jax.random.key(1))
+    carries, ys = model.apply(params, xs)
+    lead = xs.shape[1:-1]
+    k1, ys1 = loop(c1.step, params[0], c1.initial_carry(lead), xs)
+    k2, ys2 = loop(c2.step, params[1], c2.initial_carry(lead), ys1)
+    close(ys, ys2)
+    close(tuple(carries), (k1, k2))
+
+
+@pytest.mark.parametrize("name", list(NEW_CELLS))
+def test_bidirectional_with_lengths(name, new_cell_inputs):
+    factory, _, xs = new_cell_inputs[name]
+    fwd, bwd = factory(I, H), factory(I, H)
+    model = rj.bidirectional(fwd, bwd)
+    params = model.init(jax.random.key(2))
+    carry, ys = model.apply(params, xs, lengths=LENGTHS)
+    assert ys.shape == xs.shape[:-1] + (2 * H,)
+    forwards = per_sequence(fwd, params.fwd, xs)
+    backwards = per_sequence(bwd, params.bwd, xs, reverse=True)
+    for b, ((kf, yf), (kb, yb)) in enumerate(zip(forwards, backwards, strict=True)):
+        n = LENGTHS[b]
+        close(ys[:n, b], jnp.concatenate([yf, yb], axis=-1))
+        np.testing.assert_array_equal(ys[n:, b], 0.0)
+        close(jax.tree_util.tree_map(lambda a: a[b], carry.fwd), kf)
+        close(jax.tree_util.tree_map(lambda a: a[b], carry.bwd), kb)
+
+
+@pytest.mark.parametrize("name", list(NEW_CELLS))
+def test_stack_and_greedy_decoding(name, new_cell_inputs):
+    """Two stacked layers read one-hot tokens and emit logits; greedy decoding feeds back the argmax.
+    Conv cells decode one token per position of a 1-D map (tokens [B, W])."""
+    factory, spatial, _ = new_cell_inputs[name]
+    c1, c2 = factory(V, H), factory(H, H)
+    stacked = rj.stack(c1, c2)
+    k1, k2 = jax.random.split(jax.random.key(3))
+    params = (stacked.init(k1), rj.dense_init(k2, H, V))
+
+    def step(params, state, token):
+        state, y = stacked.step(params[0], state, rj.one_hot(token, V))
+        return state, rj.dense(params[1], y)
+
+    start = jnp.arange(B * int(np.prod(spatial, dtype=int))).reshape((B, *spatial)) % V
+    state0 = stacked.initial_carry((B, *spatial))
+    tokens, lengths = jax.jit(lambda p, s, t: rj.greedy(step, p, s, t, max_len=4))(params, state0, start)
+    # reference: the two layers by hand
+    s1, s2, token, want = c1.initial_carry((B, *spatial)), c2.initial_carry((B, *spatial)), start, []
+    for _ in range(4):
+        s1, y1 = c1.step(params[0][0], s1, jax.nn.one_hot(token, V))
+        s2, y2 = c2.step(params[0][1], s2, y1)
+        token = jnp.argmax(y2 @ params[1].w + params[1].b, axis=-1)
+        want.append(token)
+    np.testing.assert_array_equal(tokens, jnp.stack(want))
+    np.testing.assert_array_equal(lengths, 4)
+    if not spatial:  # and as a language model's step, for the vector cells
+        lm = rj.language_model(stacked, V)
+        lm_params = rj.LanguageModelParams(None, params[0], params[1])
+        lm_tokens, _ = rj.greedy(lm.step, lm_params, lm.initial_carry((B,)), start, max_len=4)
+        np.testing.assert_array_equal(lm_tokens, tokens)
+
+
+def flattened(cell, spatial):
+    """The conv step on ``[..., W*I]`` inputs and ``[..., W*H]`` carries: deer_scan vmaps the step
+    over every axis before the features, so a spatial cell goes in with its map as one vector."""
+    def step(params, carry, x):
+        lead = x.shape[:-1]
+        unflat = jax.tree_util.tree_map(lambda a: a.reshape(lead + spatial + (-1,)), carry)
+        new, y = cell.step(params, unflat, x.reshape(lead + spatial + (-1,)))
+        flat = jax.tree_util.tree_map(lambda a: a.reshape(lead + (-1,)), new)
+        return flat, y.reshape(lead + (-1,))
+    return step
+
+
+@pytest.mark.parametrize("name", list(NEW_CELLS))
+def test_deer_scan_newton_and_quasi(name, new_cell_inputs):
+    factory, spatial, xs = new_cell_inputs[name]
+    cell = factory(I, H)
+    params = cell.init(jax.random.key(4))
+    carry = cell.initial_carry(xs.shape[1:-1])
+    want_carry, want_ys = loop(cell.step, params, carry, xs)
+    step = cell.step
+    if spatial:
+        step = flattened(cell, spatial)
+        carry = jax.tree_util.tree_map(lambda a: a.reshape(B, -1), carry)
+        xs = xs.reshape(T, B, -1)
+        want_carry = jax.tree_util.tree_map(lambda a: a.reshape(B, -1), want_carry)
+        want_ys = want_ys.reshape(T, B, -1)
+    for method in ("newton", "quasi"):
+        got_carry, got_ys, info = rj.deer_scan(step, params, carry, xs, method=method, max_iters=T)
+        close(got_ys, want_ys, atol=1e-4)
+        close(got_carry, want_carry, atol=1e-4)
+        assert not bool(info.fell_back)
