@@ -15,10 +15,11 @@ in front of the last ``1 + len(kernel_size)`` axes.
 ``initial_carry(batch_shape)`` takes the leading shape of the input, ``x.shape[:-1]``, i.e.
 the batch axes *followed by the spatial ones*, ``(B, 16, 16)`` for ``x: [B, 16, 16, C]`` —
 which is what ``rnnjax.rnn``, ``deep`` and ``bidirectional`` pass it from ``xs [T, *batch,
-*spatial, C]``, so the cells compose with them unchanged. For time loops with ``lengths``:
-``rnnjax.scan`` reads the batch axes of ``xs`` as all of ``xs.shape[1:-1]``, so pass lengths of
-shape ``[*batch, *spatial]`` (e.g. ``jnp.broadcast_to(lengths[:, None, None], (B, 16, 16))``)
-or none.
+*spatial, C]``, so the cells compose with them unchanged. In the time loops, ``lengths`` of
+shape ``[*batch]`` give the batch axes (``[B]`` for ``xs [T, B, *spatial, C]``); the spatial
+axes belong to the step. ``deer_scan`` evaluates the step on every position before the feature
+axis separately, so it takes a conv cell through a wrapper that reshapes ``[*batch, S·C]``
+inputs and ``[*batch, S·H]`` carries to maps and back.
 
 Steps work under ``jit``, ``grad`` and ``vmap``, and with 16-bit params next to a float32
 carry (the new carry keeps the carry's dtype). The output ``y`` is the new ``h``.
