@@ -325,6 +325,9 @@ def test_linen_round_trip_from_rnnjax_and_errors(linen):
     res = linen.SimpleCell(H, residual=True)
     with pytest.raises(ValueError, match="residual"):
         interop.from_flax(res, res.init(jax.random.key(0), jnp.zeros((B, H)), jnp.zeros((B, IN))))
+    half = linen.GRUCell(H, dtype=jnp.bfloat16)  # computes in bfloat16 with float32 params
+    with pytest.raises(ValueError, match="dtype: the flax cell computes in bfloat16 with float32 params"):
+        interop.from_flax(half, variables)
     with pytest.raises(TypeError, match="variables: expected the linen module's variables"):
         interop.from_flax(cell)
     with pytest.raises(ValueError, match=r"variables: expected variables\['params'\]\['hn'\] \(the params of a flax GRUCell\), missing"):
@@ -543,3 +546,9 @@ def test_keras_bad_input(keras):
         interop.to_keras(params._replace(b_hh=params.b_hh + 1.0), layer)
     with pytest.raises(ValueError, match=r"weights: expected 3 arrays for layer"):
         interop.from_keras(layer, layer.get_weights()[:2])
+    no_bias = keras.layers.LSTM(H, use_bias=False)
+    no_bias.build((None, T, IN))
+    _, params = interop.from_keras(no_bias)
+    assert not np.any(np.asarray(params.b))
+    with pytest.raises(ValueError, match=r"params.b: the layer has use_bias=False, so it must be zero"):
+        interop.to_keras(params._replace(b=params.b + 1.0), no_bias)
