@@ -33,12 +33,17 @@ __all__ = ["data_mesh", "replicate", "shard_batch"]
 def data_mesh(devices: Any = None, *, axis_name: str = "data") -> Mesh:
     """A 1-D mesh over ``devices`` (default: all devices, of all processes) named ``axis_name``.
 
+    The default orders the devices by process (in id order within each), so that the devices
+    of each process are one contiguous block of the mesh and a batch split over it
+    (:func:`shard_batch`) is the processes' parts in process order. Given ``devices`` are
+    taken in the order given.
+
     >>> mesh = data_mesh()
     >>> mesh.axis_names, mesh.size == len(jax.devices())
     (('data',), True)
     """
     if devices is None:
-        devices = jax.devices()
+        devices = sorted(jax.devices(), key=lambda d: d.process_index)  # stable: ids stay in order
     devices = list(devices)
     if not devices:
         raise ValueError("devices: expected at least one device, got none")
@@ -118,12 +123,13 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis: Any = 1) -> Any:
 
     Args:
       batch: a pytree of arrays: this process's part of the global batch (all of it on one
-        host). NumPy arrays are fine.
+        host); with several processes, each passes its own rows, and the global batch is the
+        parts in the order of the processes' devices in ``mesh``. NumPy arrays are fine.
       mesh: a 1-D mesh (see :func:`data_mesh`).
       axis: the batch axis of each leaf: an int for all leaves — ``1`` for time-major
         sequences ``[T, B, ...]``, ``0`` for ``[B, ...]`` — or a pytree matching ``batch`` with
-        an int or None (replicate the leaf) per leaf, e.g. ``(1, 1, 0)`` for
-        ``(xs, targets, lengths)``.
+        an int or None (replicate the leaf: every process passes the same values) per leaf,
+        e.g. ``(1, 1, 0)`` for ``(xs, targets, lengths)``.
 
     Returns:
       The batch as global ``jax.Array``s sharded along ``axis``; the size of each batch axis

@@ -2,23 +2,22 @@
 # Start it once per process, with the coordinator's address, the process id and the steps to train:
 #   python dp_train.py 127.0.0.1:12355 0 6 & python dp_train.py 127.0.0.1:12355 1 6; wait
 # Both save a checkpoint every 3 steps into ./ckpt; started again, both resume from the newest.
-import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # 2 CPU devices per process
 import jax
+import numpy as np
+
+import rnnjax as rj  # importing starts no JAX backend: jax.distributed.initialize still comes first
 
 coordinator, process_id, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 2)  # 2 CPU devices per process
 jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
 jax.distributed.initialize(coordinator_address=coordinator, num_processes=2, process_id=process_id,
                            initialization_timeout=60, shutdown_timeout_seconds=30)
 
-import numpy as np  # noqa: E402
-import rnnjax as rj  # noqa: E402
-
-T, B, I, H = 6, 8, 3, 8  # a global batch of B = 8 sequences: 4 per process, 2 per device
-cell = rj.lstm(I, H)
+T, B, D, H = 6, 8, 3, 8  # steps, global batch (4 rows per process, 2 per device), input, hidden
+cell = rj.lstm(D, H)
 
 
 def loss_fn(params, batch, key):
@@ -29,7 +28,7 @@ def loss_fn(params, batch, key):
 
 def global_batch(step):  # the same in every process; each one passes on its own rows
     rng = np.random.default_rng(step)
-    xs, targets = rng.normal(size=(T, B, I)), rng.normal(size=(T, B, 1))
+    xs, targets = rng.normal(size=(T, B, D)), rng.normal(size=(T, B, 1))
     return xs.astype(np.float32), targets.astype(np.float32), np.array([6, 5, 4, 3, 6, 2, 1, 6])
 
 

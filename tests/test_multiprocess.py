@@ -28,7 +28,8 @@ TIMEOUT = 240  # seconds for one 2-process launch, start to exit, on a loaded 2-
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "no_proxy")
 
-pytestmark = pytest.mark.slow
+# each launch starts 2 JAX processes and compiles a training step in both: ~20 s of CPU
+slow = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -93,13 +94,13 @@ def run_recipe(cwd: pathlib.Path, steps: int, cache: pathlib.Path) -> list[str]:
 
 # ------------------------------------------------------------------ the run on one device
 
-T, B, I, H = 6, 8, 3, 8  # noqa: E741  as in the script
+T, B, D, H = 6, 8, 3, 8  # as in the script
 
 
 def reference_run(steps: int):
     """The script's training written out for one device, one process, no sharding: the state
     after each step and the losses."""
-    cell = rj.lstm(I, H)
+    cell = rj.lstm(D, H)
 
     def loss_fn(params, batch, key):
         xs, targets, lengths = batch
@@ -108,7 +109,7 @@ def reference_run(steps: int):
 
     def global_batch(step):
         rng = np.random.default_rng(step)
-        xs, targets = rng.normal(size=(T, B, I)), rng.normal(size=(T, B, 1))
+        xs, targets = rng.normal(size=(T, B, D)), rng.normal(size=(T, B, 1))
         return xs.astype(np.float32), targets.astype(np.float32), np.array([6, 5, 4, 3, 6, 2, 1, 6])
 
     opt = rj.make_optimizer(0.05)
@@ -148,6 +149,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax-cache")
 
 
+@slow
 def test_two_processes_train_like_one_and_resume_exactly(tmp_path, cache):
     full, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
 
@@ -193,10 +195,10 @@ def test_readme_recipe_is_the_script_that_runs():
 
 # What each process of a launch checks of data_mesh, shard_batch and replicate across processes.
 PROBE = r"""
-import json, os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import json, sys
 import jax
 jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 2)
 jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
                            initialization_timeout=60, shutdown_timeout_seconds=30)
 import numpy as np
@@ -239,6 +241,7 @@ print("RESULT " + json.dumps(r))
 """
 
 
+@slow
 def test_mesh_batch_and_replicate_span_the_processes(tmp_path, cache):
     outs = launch(lambda address, i: [sys.executable, "-c", PROBE, address, str(i)], tmp_path, cache)
     for i, out in enumerate(outs):
