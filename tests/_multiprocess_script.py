@@ -16,7 +16,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectiv
 jax.distributed.initialize(coordinator_address=coordinator, num_processes=2, process_id=process_id,
                            initialization_timeout=60, shutdown_timeout_seconds=30)
 
-T, B, D, H = 6, 8, 3, 8  # time steps, global batch (4 rows per process, 2 per device), input, hidden
+T, B, D, H = 6, 8, 3, 8  # time steps, global batch (4 per process, 2 per device), input, hidden
 cell = rj.lstm(D, H)
 
 
