@@ -227,6 +227,20 @@ def _torch_check_options(module) -> None:
         )
 
 
+def _no_packed(model):
+    """``model`` refusing a torch ``PackedSequence`` with a hint (it would fail as a non-array)."""
+
+    def apply(params, xs, **kwargs):
+        if type(xs).__name__ == "PackedSequence":
+            raise TypeError(
+                "xs: expected an array, got a torch PackedSequence; pass the padded batch "
+                "(torch.nn.utils.rnn.pad_packed_sequence) as an array and its lengths as lengths="
+            )
+        return model.apply(params, xs, **kwargs)
+
+    return rj.SeqModel(model.init, apply)
+
+
 def _torch_layer_params(module, mode: str, suffix: str):
     get = lambda name: _torch_array(getattr(module, name + suffix))  # noqa: E731
     w_ih, w_hh = get("weight_ih"), get("weight_hh")
@@ -288,7 +302,7 @@ def from_torch(module) -> tuple[Any, Any]:
     model = rj.deep(*layers, dropout=float(module.dropout))
     if module.batch_first:
         model = _batch_major(model)
-    return model, tuple(params)
+    return _no_packed(model), tuple(params)
 
 
 def _torch_writes(module, mode: str, params, suffix: str, name: str, input_size: int):
@@ -306,8 +320,10 @@ def _torch_writes(module, mode: str, params, suffix: str, name: str, input_size:
         biases = {"bias_ih": ("b_ih", params.b_ih), "bias_hh": ("b_hh", params.b_hh)}
     else:
         biases = {"bias_ih": ("b", params.b), "bias_hh": ("b", None)}
-    for field, value in {f: v for f, v in biases.values() if v is not None}.items():
-        _check_leaf(f"{name}.{field}", value, (gates * hidden,), f"bias_ih{suffix} of the module")
+    for torch_name, (field, value) in biases.items():
+        if value is None:
+            continue
+        _check_leaf(f"{name}.{field}", value, (gates * hidden,), f"{torch_name}{suffix} of the module")
         if not module.bias:
             _check_zero(f"{name}.{field}", value, "the module has bias=False")
     writes = [(getattr(module, "weight_ih" + suffix), params.w_ih.T),
@@ -516,7 +532,7 @@ def _get(tree, path: tuple, where: str, peer: str):
             node = node[k]
         except (KeyError, TypeError, IndexError):
             shown = where + "".join(f"[{p!r}]" for p in path[: i + 1])
-            raise ValueError(f"variables: expected {shown} (the params of a flax {peer}), missing") from None
+            raise ValueError(f"{where.split('[')[0]}: expected {shown} (the params of a {peer}), missing") from None
     return np.asarray(node)
 
 
@@ -527,7 +543,7 @@ _GRU_GATES = ("r", "z", "n")
 def _linen_cell(cell, p, where: str):
     linen = _need("flax.linen", "flax")
     peer = type(cell).__name__
-    g = lambda *path: _get(p, path, where, peer)  # noqa: E731
+    g = lambda *path: _get(p, path, where, f"flax {peer}")  # noqa: E731
     if isinstance(cell, (linen.LSTMCell, linen.OptimizedLSTMCell)):
         _flax_fns(cell, "LSTM")
         w_ih = np.concatenate([g("i" + c, "kernel") for c in _LSTM_GATES], axis=-1)

@@ -199,6 +199,15 @@ def test_torch_dropout_and_bfloat16(torch):
 
 
 def test_torch_bad_input(torch):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model, params = interop.from_torch(torch.nn.GRU(IN, H))
+    packed = pack_padded_sequence(torch.zeros(T, B, IN), torch.tensor(LENGTHS), enforce_sorted=False)
+    with pytest.raises(TypeError, match="xs: expected an array, got a torch PackedSequence; pass the padded"):
+        model.apply(params, packed)
+    gru = torch.nn.GRU(IN, H)
+    with pytest.raises(ValueError, match=r"params\[0\]\.b_hh: expected shape \(12,\) \(bias_hh_l0 of the module\)"):
+        interop.to_torch((params[0]._replace(b_hh=jnp.zeros(5)),), gru)
     with pytest.raises(NotImplementedError, match="proj_size"):
         interop.from_torch(torch.nn.LSTM(IN, H, proj_size=2))
     with pytest.raises(TypeError, match="module: expected torch.nn.RNN.*got Linear"):
@@ -441,6 +450,10 @@ def test_haiku_rnnjax_round_trip_and_errors(hk):
     assert_trees_equal(interop.from_haiku(interop.to_haiku(mine, template, "GRU"), hk.GRU)[1], mine)
     with pytest.raises(ValueError, match=r"name: no haiku module 'lstm/linear' in params.*\['gru'\]"):
         interop.from_haiku(template, "LSTM")
+    f2 = hk.transform(lambda x: hk.VanillaRNN(H)(x, jnp.zeros((B, H))))
+    vanilla = f2.init(jax.random.key(0), jnp.zeros((B, IN)))
+    with pytest.raises(ValueError, match=r"params: expected params\['vanilla_rnn/linear_1'\] \(the params of a haiku VanillaRNN\), missing"):
+        interop.from_haiku({"vanilla_rnn/linear": vanilla["vanilla_rnn/linear"]}, "VanillaRNN")
     with pytest.raises(ValueError, match="core: expected one of"):
         interop.from_haiku(template, "MGU")
     with pytest.raises(ValueError, match=r"params.w_ih: expected shape \(3, 12\) \(gru/w_i\), got \(5, 12\)"):
