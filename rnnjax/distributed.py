@@ -77,7 +77,17 @@ def _replicate_across_processes(tree: Any, sharding: NamedSharding) -> Any:
             host.append((_host_copy(jax.random.key_data(x)), jax.random.key_impl(x)))
         else:
             host.append((_host_copy(x), None))
-    # every process must pass the same values: compare one CRC-32 per leaf across processes
+    # every process must pass the same tree: first its structure (a fixed-size message), then
+    # one CRC-32 per leaf, gathered from all processes
+    header = np.array([zlib.crc32(str(treedef).encode()), len(leaves)], np.uint32)
+    headers = np.asarray(multihost_utils.process_allgather(header)).reshape(jax.process_count(), 2)
+    differ = [p for p in range(1, headers.shape[0]) if (headers[p] != headers[0]).any()]
+    if differ:
+        raise ValueError(
+            f"tree: process {differ[0]} passes a tree of another structure than process 0 "
+            f"({int(headers[differ[0], 1])} leaves, process 0 {int(headers[0, 1])}); replicate expects "
+            "the same tree in every process"
+        )
     mine = np.array([0 if h is None else _fingerprint(h[0]) for h in host], np.uint32)
     if mine.size:
         every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)

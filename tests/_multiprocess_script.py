@@ -37,15 +37,16 @@ train_step = rj.make_train_step(loss_fn, opt)
 mesh = rj.data_mesh()  # the 4 devices of both processes, axis "data"
 k1, k2 = jax.random.split(jax.random.key(0))
 params = {"cell": cell.init(k1), "head": 0.5 * jax.random.normal(k2, (H, 1))}
-state = rj.replicate(rj.init_train_state(params, opt, jax.random.key(1)), mesh)  # same values everywhere
-mine = slice(4 * jax.process_index(), 4 * jax.process_index() + 4)  # this process's rows of the batch
+state = rj.replicate(rj.init_train_state(params, opt, jax.random.key(1)), mesh)  # equal in every process
+mine = slice(4 * jax.process_index(), 4 * jax.process_index() + 4)  # this process's rows
 
 with rj.Checkpoints("ckpt") as ckpt:
     if ckpt.latest_step is not None:
         state, _ = ckpt.restore(state)  # every process restores, into the replicated sharding
     while int(state.step) < steps:
         xs, targets, lengths = global_batch(int(state.step))
-        batch = rj.shard_batch((xs[:, mine], targets[:, mine], lengths[mine]), mesh, axis=(1, 1, 0))
+        local = xs[:, mine], targets[:, mine], lengths[mine]
+        batch = rj.shard_batch(local, mesh, axis=(1, 1, 0))  # the global batch, split over 4 devices
         state, metrics = train_step(state, batch)
         print(f"process {jax.process_index()} of {jax.process_count()} ({jax.local_device_count()} of "
               f"{jax.device_count()} devices): step {int(state.step)} loss {float(metrics['loss']):.9g}")

@@ -233,6 +233,11 @@ try:
 except ValueError as e:
     r["mismatch_error"] = str(e)
 try:
+    rj.replicate({"a": np.zeros(2), **({"b": np.zeros(1)} if me else {})}, mesh)
+    r["structure_error"] = None
+except ValueError as e:
+    r["structure_error"] = str(e)
+try:
     rj.shard_batch(np.ones((2, 3)), mesh)
     r["divisibility_error"] = None
 except ValueError as e:
@@ -261,6 +266,10 @@ def test_mesh_batch_and_replicate_span_the_processes(tmp_path, cache):
         assert r["mismatch_error"] == (
             "tree['b']['w']: process 1 holds a different value than process 0; replicate expects the same "
             "values in every process (e.g. initialise them from the same key)"
+        )
+        assert r["structure_error"] == (
+            "tree: process 1 passes a tree of another structure than process 0 (2 leaves, process 0 1); "
+            "replicate expects the same tree in every process"
         )
         assert r["divisibility_error"] == (
             "batch: the batch axis 1 has size 3, expected a multiple of the 2 devices of this process"
