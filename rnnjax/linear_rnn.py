@@ -23,13 +23,21 @@ maps ``I`` inputs to its state, so it needs no such map.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._checks import check_array, check_batch_shape, check_float, check_shape, check_sizes, steps_mask
+from rnnjax._checks import (
+    check_array,
+    check_batch_shape,
+    check_float,
+    check_shape,
+    check_sizes,
+    steps_mask,
+)
 from rnnjax._parallel_scan import affine_scan
 from rnnjax.cells import Cell
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
@@ -151,6 +159,7 @@ def _real_dtype(dtype) -> Any:
 # ----------------------------------------------------------------------- the diagonal scan
 
 
+
 def _diag_parallel(coeffs, output, carry: Array, xs: Array, lengths, reverse: bool):
     """Whole-sequence evaluation of ``h_t = a_t ⊙ h_{t-1} + b_t``, ``y_t = output(h_t, aux_t)``.
 
@@ -265,6 +274,14 @@ def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | No
     """
     _check_seq_args(xs, lengths, reverse)
     _check_lru(params, carry, xs[0])
+    return _lru_parallel(params, carry, xs, lengths, reverse)
+
+
+# The whole-sequence forms are compiled as one computation even when called eagerly (op by op,
+# the associative scan's O(log T) levels each dispatch several small computations); under an
+# outer jit they are inlined.
+@partial(jax.jit, static_argnums=4)
+def _lru_parallel(params, carry, xs, lengths, reverse):
     lam = _lru_lambda(params)
 
     def coeffs(xs):
@@ -428,7 +445,11 @@ def rg_lru_parallel(params: RGLRUParams, carry: Array, xs: Array, lengths: Array
     """
     _check_seq_args(xs, lengths, reverse)
     _check_rg_lru(params, carry, xs[0])
+    return _rg_lru_parallel(params, carry, xs, lengths, reverse)
 
+
+@partial(jax.jit, static_argnums=4)
+def _rg_lru_parallel(params, carry, xs, lengths, reverse):
     def coeffs(xs):
         u, _ = _channels_input(params, xs, params.lam.shape[0])
         a, b = _rg_lru_coeffs(params, u)
@@ -603,7 +624,11 @@ def selective_ssm_parallel(params: SelectiveSSMParams, carry: Array, xs: Array, 
     """
     _check_seq_args(xs, lengths, reverse)
     _check_ssm(params, carry, xs[0])
+    return _selective_ssm_parallel(params, carry, xs, lengths, reverse)
 
+
+@partial(jax.jit, static_argnums=4)
+def _selective_ssm_parallel(params, carry, xs, lengths, reverse):
     def coeffs(xs):
         u, _ = _channels_input(params, xs, params.a_log.shape[0])
         a_bar, bu, c = _ssm_terms(params, u)
