@@ -134,7 +134,9 @@ def documented(spec: Spec, check: Check, text: str | None = None) -> float:
 
 
 def _seed(values, s: int) -> float:
-    return float(np.asarray(values, dtype=float)[s])
+    """Seed ``s``'s value (NaN where the run has none, e.g. no non-finite step)."""
+    value = list(values)[s]
+    return math.nan if value is None else float(value)
 
 
 def _tagging() -> Spec:

@@ -174,6 +174,9 @@ def test_exploding_smoke(tmp_path):
     assert np.isfinite(clipped["loss"]).all()
     assert (np.asarray(clipped["loss_last_10pct"]) < 0.5 * np.asarray(clipped["loss_first_10pct"])).all()
     assert max(np.nanmax(np.where(np.isfinite(unclipped["loss"]), unclipped["loss"], np.inf), 0)) > 1e6
+    from experiments import reproduce  # its check reads every number it compares from these results
+
+    assert len(reproduce.compare("exploding", res)) == len(reproduce.SPECS["exploding"]().checks)
     _files(tmp_path, "exploding.png")
 
 

@@ -117,11 +117,46 @@ def test_beam_one_equals_greedy_and_beam_scores_are_sequence_log_probs(random_mo
     assert np.all(w[:, np.arange(src.shape[0])[None, :] >= np.asarray(lengths)[:, None]] == 0)
 
 
+def test_attention_learns_faster_than_the_context_vector():
+    """The full run's pace at smoke size: after 120 teacher-forced steps (hidden 16, the same
+    batches for both) the additive-attention model's test cross-entropy is below half that of
+    the model without attention, and it gets more characters right. (The full run: 98% against
+    32% exact match after 200 steps; exact match itself needs more steps than a test can take.)"""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    import rnnjax as rj
+
+    cfg = dict(dates.SMOKE, hidden=16, attn=16)
+    data = dates.make_data(seed=0, num_train=cfg["num_train"], num_test=cfg["num_test"])
+    split, test = data["train"], data["test"]
+    src, lengths, tgt = jnp.asarray(test["src"].T), jnp.asarray(test["lengths"]), jnp.asarray(test["tgt"].T)
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(len(split["src"]), cfg["batch"], replace=False) for _ in range(120)]
+    scores = {}
+    for kind in ("none", "additive"):
+        model = dates.make_model(kind, cfg)
+        opt = rj.make_optimizer(cfg["lr"])
+        state = rj.init_train_state(model.init(jax.random.key(0)), opt, jax.random.key(1))
+        step = rj.make_train_step(partial(dates.loss_fn, model), opt)
+        for idx in batches:
+            state, _ = step(state, (split["src"][idx].T, split["lengths"][idx], split["tgt"][idx].T))
+        logits, _ = jax.jit(model.apply)(state.params, src, dates.shift_right(tgt), src_lengths=lengths)
+        scores[kind] = (float(rj.sequence_cross_entropy(logits, tgt)), float(jnp.mean(jnp.argmax(logits, -1) == tgt)))
+    (ce_none, acc_none), (ce_att, acc_att) = scores["none"], scores["additive"]
+    assert ce_none < np.log(len(dates.TGT_VOCAB))  # both learned something (below the uniform guess)
+    assert ce_att < 0.5 * ce_none, scores
+    assert acc_att > acc_none, scores
+
+
 def test_smoke_run(tmp_path):
     results = dates.main(["--smoke", "--kinds", "dot", "--out", str(tmp_path)])
     r = results["models"]["dot"]
     assert np.mean(r["loss"][-10:]) < 0.7 * np.mean(r["loss"][:10])
-    assert len(r["eval_greedy"]) == 2 and 0.0 <= r["greedy"] <= 1.0
+    # the last evaluation during training and the final one decode the same params
+    assert len(r["eval_greedy"]) == 2 and r["eval_greedy"][-1] == pytest.approx(r["greedy"])
     assert set(r["greedy_by_length"]) <= {f"{lo}-{hi}" for lo, hi in dates.LENGTH_BUCKETS}
     assert (tmp_path / "results.json").exists() and (tmp_path / "checkpoints_dot").is_dir()
     assert (tmp_path / "dates.png").exists() and (tmp_path / "dates_attention.png").exists()

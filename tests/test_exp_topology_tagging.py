@@ -67,3 +67,8 @@ def test_smoke_run_bidirectional_beats_unidirectional_on_ambiguous_words(tmp_pat
     assert bi["f1_ambiguous"] > uni["f1_ambiguous"] + 0.25
     assert bi["f1"] > uni["f1"]
     assert (tmp_path / "results.json").exists() and (tmp_path / "tagging.png").exists()
+    # the reproduction check finds every number it compares in these results
+    from experiments import reproduce
+
+    rows = reproduce.compare("tagging", results)
+    assert len(rows) == len(reproduce.SPECS["tagging"]().checks) and all(np.isfinite(r["measured"]) for r in rows)

@@ -1,6 +1,8 @@
 import json
 
-from experiments.common import format_table, run_dir, write_results
+import pytest
+
+from experiments.common import ROOT, format_table, run_dir, write_results
 
 
 def test_write_results_is_json_and_keeps_nonfinite_readable(tmp_path):
@@ -127,3 +129,96 @@ def test_plot_length_panels_one_panel_per_length(tmp_path, monkeypatch):
         np.testing.assert_allclose(ax.lines[1].get_ydata(), 1 + T / 10)  # gru's curve at this T
         assert ax.get_yscale() == "log"
     assert axes[0].get_ylabel() == "test MSE"
+
+
+# ----------------------------------------------------------------------------- reproduction checks
+
+
+def test_reproduce_parses_table_cells_as_the_table_means_them():
+    from experiments.reproduce import parse_number
+
+    assert parse_number("**95.65%**") == 0.9565
+    assert parse_number("16.57 ± 0.7") == 16.57
+    assert parse_number("−49.7") == -49.7
+    assert parse_number("1,655") == 1655
+    assert parse_number("0.0028 (3/3, 400–500 steps)") == 0.0028
+    assert parse_number("1.7e-13") == 1.7e-13
+    assert parse_number("inf") == float("inf")
+    with pytest.raises(ValueError, match="cell: expected a number, got '–'"):
+        parse_number("–")
+
+
+DOC_SAMPLE = """\
+## Section
+
+### 1. First
+
+`python experiments/first.py` (1 s).
+
+| model | score | time |
+|---|---|---|
+| a | 0.50 | 1 |
+| b, c | **75%** | 2 |
+
+| second table | x |
+|---|---|
+| a | 3 |
+
+### 2. Next
+
+| a | 99 | 99 |
+|---|---|---|
+"""
+
+
+def test_reproduce_reads_the_tables_after_a_command_within_its_section():
+    from experiments.reproduce import Check, Spec, documented, tables_after
+
+    tables = tables_after(DOC_SAMPLE, "python experiments/first.py")
+    assert [h for h, _ in tables] == [["model", "score", "time"], ["second table", "x"]]  # not the next section's
+    assert tables[0][1] == [["a", "0.50", "1"], ["b, c", "**75%**", "2"]]
+    spec = Spec("first", "python experiments/first.py", ())
+    assert documented(spec, Check(("b, c",), "score", None, 0), DOC_SAMPLE) == 0.75
+    assert documented(spec._replace(table=1), Check(("a",), "x", None, 0), DOC_SAMPLE) == 3
+    with pytest.raises(ValueError, match="column: expected one of"):
+        documented(spec, Check(("a",), "speed", None, 0), DOC_SAMPLE)
+    with pytest.raises(ValueError, match="row: expected one row starting with"):
+        documented(spec, Check(("z",), "score", None, 0), DOC_SAMPLE)
+    with pytest.raises(ValueError, match="command: expected"):
+        tables_after(DOC_SAMPLE, "python experiments/none.py")
+
+
+def test_every_reproduction_check_finds_its_number_in_experiments_md():
+    """An edit of EXPERIMENTS.md that moves or renames a checked row or column fails here."""
+    import math
+
+    from experiments.reproduce import SPECS, documented
+
+    text = (ROOT / "EXPERIMENTS.md").read_text()
+    for name, make in SPECS.items():
+        spec = make()
+        assert spec.checks, name
+        assert f"python -m experiments.reproduce {name}" in text, name  # the section names the check
+        for check in spec.checks:
+            assert math.isfinite(documented(spec, check, text)), (name, check.row, check.column)
+
+
+def test_reproduce_compare_passes_within_tolerance_only():
+    from experiments import reproduce
+
+    spec = reproduce.SPECS["captions"]()
+    text = (ROOT / "EXPERIMENTS.md").read_text()
+    doc = {c.column + str(c.row): reproduce.documented(spec, c, text) for c in spec.checks}
+    gru = "('GRU captioner, word accuracy',)"
+    logreg = "('logistic regression on the pixels, class accuracy (reference)',)"
+
+    def results(shift):
+        return {"params": doc["params" + gru], "train_word_accuracy": doc["train" + gru],
+                "test": {"word_accuracy": doc["test (500 images)" + gru] + shift},
+                "logistic_regression_accuracy": doc["test (500 images)" + logreg]}
+
+    rows = reproduce.compare("captions", results(0.015), text)
+    assert [r["ok"] for r in rows] == [True] * 4
+    rows = reproduce.compare("captions", results(-0.03), text)
+    assert [r["ok"] for r in rows] == [True, True, False, True]
+    assert rows[2]["measured"] == doc["test (500 images)" + gru] - 0.03 and rows[2]["tolerance"] == 0.02
