@@ -16,6 +16,11 @@ instead of mapping it approximately.
 - Keras 3: ``from_keras(layer, weights=None)`` for ``LSTM``, ``GRU``, ``SimpleRNN`` and
   ``Bidirectional`` gives ``(SeqModel, params)``.
 
+A batch-major model (``batch_first``, Flax's and Keras's default layout) reads and returns
+``[*batch, T, F]`` and is meant for use as it is: ``deep``, ``bidirectional`` and the other
+combinators hand time-major sequences to their layers, so nest the time-major cells instead
+(``from_torch`` of a module with ``batch_first=False`` gives them).
+
 Every ``to_*`` writes rnnjax params back in the peer's own layout (checking shapes first, so a
 mismatch changes nothing). Peer libraries are imported only inside these functions; rnnjax
 never depends on them.
@@ -682,7 +687,8 @@ def from_flax(module, variables=None) -> tuple[Any, Any]:
       NNX's GRU has none (``b_hh = 0``);
     - ``SimpleCell`` → ``(rnnjax.elman cell with the cell's activation_fn, ElmanParams)``;
     - ``RNN(cell)`` → ``(rnnjax.rnn model, params)``; ``Bidirectional(RNN, RNN)`` →
-      ``(rnnjax.bidirectional model, BiParams)``. Both follow the module's ``time_major``:
+      ``(rnnjax.bidirectional model, BiParams)``; a custom ``merge_fn`` is used as rnnjax's
+      ``merge`` (it must act on the feature axis only). Both follow the module's ``time_major``:
       batch-major ``[*batch, T, F]`` by default. Flax leaves padding outputs as they come;
       rnnjax zeros them, and the valid outputs and final carries agree.
 
