@@ -166,6 +166,19 @@ def check_key(key: Any, *, name: str = "key") -> None:
         )
 
 
+def check_dtype(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """A floating-point dtype (``jnp.float32``, ``"bfloat16"``, ...), or None with ``allow_none``."""
+    if value is None and allow_none:
+        return
+    try:  # jnp.dtype(None) is float64: None is refused explicitly
+        ok = value is not None and jnp.issubdtype(jnp.dtype(value), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name}: expected a floating-point dtype such as jnp.float32{' or None' if allow_none else ''}, "
+                        f"got {value!r}")
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected a bool, got {value!r}")

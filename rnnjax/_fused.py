@@ -21,8 +21,13 @@ the layout of the work:
 * the forward pass saves only what the backward needs: ``[x_t, h_{t-1}]`` (or ``h_{t-1}``),
   ``c_{t-1}`` and the gate activations.
 
-This is the layout of cuDNN's RNN kernels, written in plain ``jax.lax`` so it runs on any
-backend. Padding (``valid[t, b] = False``) holds the carry and outputs zeros, exactly as in
+The forward layout is chosen per platform when the function is lowered
+(``lax.platform_dependent``): the per-gate ``[x_t, h_{t-1}]`` products above on CPU, where
+they measured fastest, and on GPU/TPU the layout of cuDNN — the input projection of all ``T``
+steps as one large GEMM before the loop, then one stacked ``[B, H] x [H, GH]`` recurrent
+product per step. Both save the same residuals, so the backward pass is shared; ``LAYOUT``
+forces one of them (the tests compare them). Written in plain ``jax.lax``, the kernels run
+on any backend. Padding (``valid[t, b] = False``) holds the carry and outputs zeros, exactly as in
 ``rnnjax.scan``; it gets no gradient. Reverse-mode differentiation (to any order), ``jit`` and
 ``vmap`` work; forward mode (``jvp``) does not, as for any ``jax.custom_vjp``.
 """
@@ -38,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rnnjax._checks import steps_mask
-from rnnjax.cells import ElmanParams, GRUParams, LSTMParams, LSTMState
+from rnnjax.cells import ElmanParams, GRUParams, LSTMParams, LSTMState, matmul
 
 Array = jax.Array
 
@@ -50,21 +55,46 @@ def _pick(valid, new, old):
     return new if valid is None else jnp.where(valid[:, None], new, old)
 
 
-def _contract_time_batch(a: Array, b: Array) -> Array:
-    """``Σ_{t,b} a[t, b, :]ᵀ b[t, b, :]`` as one ``[M, T·B] x [T·B, N]`` matmul -> ``[M, N]``."""
-    return lax.dot_general(a, b, (((0, 1), (0, 1)), ((), ())))
+def _contract_time_batch(a: Array, b: Array, dtype=None) -> Array:
+    """``Σ_{t,b} a[t, b, :]ᵀ b[t, b, :]`` as one ``[M, T·B] x [T·B, N]`` matmul -> ``[M, N]``.
+
+    With ``dtype`` the operands are cast to it and the sum accumulated in float32.
+    """
+    dims = (((0, 1), (0, 1)), ((), ()))
+    if dtype is None:
+        return lax.dot_general(a, b, dims)
+    return lax.dot_general(a.astype(dtype), b.astype(dtype), dims, preferred_element_type=jnp.float32)
 
 
-def _grads_of_projection(w_ih, xs, d_xw):
+def _grads_of_projection(w_ih, xs, d_xw, dtype):
     """Gradients of ``XW = X W_ih + b`` given ``dXW`` for all steps: ``(dW_ih, db, dX)``."""
-    dw_ih = _contract_time_batch(xs, d_xw).astype(w_ih.dtype)  # [I, GH]
+    dw_ih = _contract_time_batch(xs, d_xw, dtype).astype(w_ih.dtype)  # [I, GH]
     db = jnp.sum(d_xw, axis=(0, 1))  # [GH]
-    dxs = (d_xw @ w_ih.T).astype(xs.dtype)  # [T, B, I]
+    dxs = matmul(d_xw, w_ih.T, dtype).astype(xs.dtype)  # [T, B, I]
     return dw_ih, db, dxs
+
+
+def _cast(w: Array, dtype) -> Array:
+    """Weights in the compute dtype, cast once outside the time loop."""
+    return w if dtype is None else w.astype(dtype)
 
 
 def _scan(body, carry, xs, reverse, unroll):
     return lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
+
+
+# None: the forward layout is chosen per platform when lowering (per-gate products on CPU, the
+# hoisted input GEMM and one stacked recurrent product elsewhere); "cpu" / "accelerator" force one.
+LAYOUT: str | None = None
+
+
+def _by_platform(cpu: Callable, accelerator: Callable, *args):
+    """``cpu(*args)`` when lowered for CPU, else ``accelerator(*args)`` (unless ``LAYOUT`` forces one)."""
+    if LAYOUT == "cpu":
+        return cpu(*args)
+    if LAYOUT == "accelerator":
+        return accelerator(*args)
+    return lax.platform_dependent(*args, cpu=cpu, default=accelerator)
 
 
 # ------------------------------------------------------------------------------------- LSTM
@@ -75,9 +105,9 @@ def _scan(body, carry, xs, reverse, unroll):
 # [B, H] arrays measured ~25% faster (B=32, I=128, H=256) and no slower at B=64, H=512.
 
 
-def _gate_weights(w_ih: Array, w_hh: Array, num_gates: int) -> list[Array]:
+def _gate_weights(w_ih: Array, w_hh: Array, num_gates: int, dtype=None) -> list[Array]:
     """The columns of ``[W_ih; W_hh]`` ([I+H, GH]) for each gate: G arrays ``[I+H, H]``."""
-    return jnp.split(jnp.concatenate([w_ih, w_hh], axis=0), num_gates, axis=1)
+    return jnp.split(_cast(jnp.concatenate([w_ih, w_hh], axis=0), dtype), num_gates, axis=1)
 
 
 # Forward-only (inference) runs above this many multiply-adds per step and gate use one
@@ -99,52 +129,78 @@ def _stacked(batch, in_size: int, hidden: int, save: bool) -> bool:
     return batch * (in_size + hidden) * hidden >= STACKED_MIN_MACS
 
 
-def _lstm_forward(reverse, unroll, params: LSTMParams, h0, c0, xs, valid, save: bool):
+def _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save: bool):
+    run = partial(_lstm_forward_cpu, reverse, unroll, dtype, save=save)
+    hoisted = partial(_lstm_forward_hoisted, reverse, unroll, dtype, save=save)
+    return _by_platform(run, hoisted, params, h0, c0, xs, valid)
+
+
+def _lstm_cell(zi, zf, zg, zo, h, c, m):
+    """The LSTM update from gate pre-activations; returns the new carry, ``y`` and ``(i, f, g, o)``."""
+    i, f, g, o = _sigmoid(zi), _sigmoid(zf), jnp.tanh(zg), _sigmoid(zo)
+    c_full = f * c + i * g
+    h_new = (o * jnp.tanh(c_full)).astype(h.dtype)
+    c_new = c_full.astype(c.dtype)
+    y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
+    return (_pick(m, h_new, h), _pick(m, c_new, c)), y, (i, f, g, o)
+
+
+def _lstm_forward_hoisted(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, *, save: bool):
+    xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b  # [T, B, 4H]: one GEMM, all steps
+    w_hh = _cast(params.w_hh, dtype)  # [H, 4H]
+
+    def body(carry, inp):
+        h, c = carry
+        xw_t, x, m = inp
+        z = xw_t + matmul(h, w_hh, dtype)  # [B, 4H]: one recurrent product per step
+        new, y, acts = _lstm_cell(*jnp.split(z, 4, axis=-1), h, c, m)
+        res = (_cast(jnp.concatenate([x, h], axis=-1), dtype), c, *acts) if save else ()
+        return new, (y, res)
+
+    (h, c), (ys, res) = _scan(body, (h0, c0), (xw, xs, valid), reverse, unroll)
+    return (h, c), ys, res
+
+
+def _lstm_forward_cpu(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, *, save: bool):
     if _stacked(h0.shape[0], xs.shape[-1], h0.shape[-1], save):
-        w_all = jnp.concatenate([params.w_ih, params.w_hh], axis=0)  # [I+H, 4H]
+        w_all = _cast(jnp.concatenate([params.w_ih, params.w_hh], axis=0), dtype)  # [I+H, 4H]
 
         def gates(xh):
-            return jnp.split(xh @ w_all + params.b, 4, axis=-1)
+            return jnp.split(matmul(xh, w_all, dtype) + params.b, 4, axis=-1)
     else:
-        ws = _gate_weights(params.w_ih, params.w_hh, 4)
+        ws = _gate_weights(params.w_ih, params.w_hh, 4, dtype)
         bs = jnp.split(params.b, 4)
 
         def gates(xh):
-            return [xh @ w + b for w, b in zip(ws, bs, strict=True)]
+            return [matmul(xh, w, dtype) + b for w, b in zip(ws, bs, strict=True)]
 
     def body(carry, inp):
         h, c = carry
         x, m = inp
-        xh = jnp.concatenate([x, h], axis=-1)  # [B, I+H]
-        zi, zf, zg, zo = gates(xh)
-        i, f, g, o = _sigmoid(zi), _sigmoid(zf), jnp.tanh(zg), _sigmoid(zo)
-        c_full = f * c + i * g
-        h_new = (o * jnp.tanh(c_full)).astype(h.dtype)
-        c_new = c_full.astype(c.dtype)
-        y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
-        res = (xh, c, i, f, g, o) if save else ()
-        return (_pick(m, h_new, h), _pick(m, c_new, c)), (y, res)
+        xh = _cast(jnp.concatenate([x, h], axis=-1), dtype)  # [B, I+H], saved in the compute dtype
+        new, y, acts = _lstm_cell(*gates(xh), h, c, m)
+        return new, (y, (xh, c, *acts) if save else ())
 
     (h, c), (ys, res) = _scan(body, (h0, c0), (xs, valid), reverse, unroll)
     return (h, c), ys, res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _lstm(reverse, unroll, params, h0, c0, xs, valid):
-    (h, c), ys, _ = _lstm_forward(reverse, unroll, params, h0, c0, xs, valid, save=False)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _lstm(reverse, unroll, dtype, params, h0, c0, xs, valid):
+    (h, c), ys, _ = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save=False)
     return (h, c), ys
 
 
-def _lstm_fwd(reverse, unroll, params, h0, c0, xs, valid):
-    (h, c), ys, res = _lstm_forward(reverse, unroll, params, h0, c0, xs, valid, save=True)
+def _lstm_fwd(reverse, unroll, dtype, params, h0, c0, xs, valid):
+    (h, c), ys, res = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save=True)
     return ((h, c), ys), (params, xs, valid, res)
 
 
-def _lstm_bwd(reverse, unroll, saved, cts):
+def _lstm_bwd(reverse, unroll, dtype, saved, cts):
     # xhs: [x_t, h_{t-1}] per step; cs: c_{t-1}; i, f, g, o: gate activations, all [T, B, *]
     params, xs, valid, (xhs, cs, i_s, f_s, g_s, o_s) = saved
     (dh_last, dc_last), dys = cts
-    w_hh_t = params.w_hh.T  # [4H, H]
+    w_hh_t = _cast(params.w_hh.T, dtype)  # [4H, H]
 
     def body(carry, inp):
         dh, dc = carry
@@ -156,15 +212,15 @@ def _lstm_bwd(reverse, unroll, saved, cts):
         dz = jnp.concatenate(
             [dc_full * g * i * (1 - i), dc_full * c_prev * f * (1 - f),
              dc_full * i * (1 - g * g), dh_new * tc * o * (1 - o)], axis=-1)  # [B, 4H]
-        dh_prev = _pick(m, dz @ w_hh_t, dh).astype(dh.dtype)
+        dh_prev = _pick(m, matmul(dz, w_hh_t, dtype), dh).astype(dh.dtype)
         dc_prev = _pick(m, dc_full * f, dc).astype(dc.dtype)
         return (dh_prev, dc_prev), dz
 
     inputs = (dys, cs, i_s, f_s, g_s, o_s, valid)
     (dh0, dc0), dz = _scan(body, (dh_last, dc_last), inputs, not reverse, unroll)
     n_in = xs.shape[-1]
-    dw = _contract_time_batch(xhs, dz)  # [I+H, 4H]: dW_ih on top of dW_hh
-    dxs = (dz @ params.w_ih.T).astype(xs.dtype)  # [T, B, I]
+    dw = _contract_time_batch(xhs, dz, dtype)  # [I+H, 4H]: dW_ih on top of dW_hh
+    dxs = matmul(dz, params.w_ih.T, dtype).astype(xs.dtype)  # [T, B, I]
     grads = LSTMParams(dw[:n_in].astype(params.w_ih.dtype), dw[n_in:].astype(params.w_hh.dtype),
                        jnp.sum(dz, axis=(0, 1)).astype(params.b.dtype))
     return grads, dh0, dc0, dxs, None
@@ -179,43 +235,67 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 # and recurrent columns; n keeps its two products apart, since only the recurrent one is reset.
 
 
-def _gru_forward(reverse, unroll, params: GRUParams, h0, xs, valid, save: bool):
-    w_r, w_z, _ = _gate_weights(params.w_ih, params.w_hh, 3)
-    w_in, w_hn = jnp.split(params.w_ih, 3, axis=1)[2], jnp.split(params.w_hh, 3, axis=1)[2]
+def _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save: bool):
+    run = partial(_gru_forward_cpu, reverse, unroll, dtype, save=save)
+    hoisted = partial(_gru_forward_hoisted, reverse, unroll, dtype, save=save)
+    return _by_platform(run, hoisted, params, h0, xs, valid)
+
+
+def _gru_cell(r, z, n, hn, h, m, save):
+    h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
+    y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
+    return _pick(m, h_new, h), (y, (h, r, z, n, hn) if save else ())
+
+
+def _gru_forward_hoisted(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, *, save: bool):
+    xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b_ih  # [T, B, 3H]: one GEMM, all steps
+    w_hh = _cast(params.w_hh, dtype)  # [H, 3H]
+
+    def body(h, inp):
+        xw_t, m = inp
+        xr, xz, xn = jnp.split(xw_t, 3, axis=-1)
+        hr, hz, hn = jnp.split(matmul(h, w_hh, dtype) + params.b_hh, 3, axis=-1)  # one product per step
+        r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+        return _gru_cell(r, z, jnp.tanh(xn + r * hn), hn, h, m, save)
+
+    h, (ys, res) = _scan(body, h0, (xw, valid), reverse, unroll)
+    return h, ys, res
+
+
+def _gru_forward_cpu(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, *, save: bool):
+    w_r, w_z, _ = _gate_weights(params.w_ih, params.w_hh, 3, dtype)
+    w_in = _cast(jnp.split(params.w_ih, 3, axis=1)[2], dtype)
+    w_hn = _cast(jnp.split(params.w_hh, 3, axis=1)[2], dtype)
     (bi_r, bi_z, b_in), (bh_r, bh_z, b_hn) = jnp.split(params.b_ih, 3), jnp.split(params.b_hh, 3)
 
     def body(h, inp):
         x, m = inp
         xh = jnp.concatenate([x, h], axis=-1)  # [B, I+H]
         # the two biases are added to the product one by one, in its (wider) dtype
-        r = _sigmoid(xh @ w_r + bi_r + bh_r)
-        z = _sigmoid(xh @ w_z + bi_z + bh_z)
-        hn = h @ w_hn + b_hn
-        n = jnp.tanh(x @ w_in + b_in + r * hn)
-        h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
-        y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
-        res = (h, r, z, n, hn) if save else ()
-        return _pick(m, h_new, h), (y, res)
+        r = _sigmoid(matmul(xh, w_r, dtype) + bi_r + bh_r)
+        z = _sigmoid(matmul(xh, w_z, dtype) + bi_z + bh_z)
+        hn = matmul(h, w_hn, dtype) + b_hn
+        return _gru_cell(r, z, jnp.tanh(matmul(x, w_in, dtype) + b_in + r * hn), hn, h, m, save)
 
     h, (ys, res) = _scan(body, h0, (xs, valid), reverse, unroll)
     return h, ys, res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _gru(reverse, unroll, params, h0, xs, valid):
-    h, ys, _ = _gru_forward(reverse, unroll, params, h0, xs, valid, save=False)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _gru(reverse, unroll, dtype, params, h0, xs, valid):
+    h, ys, _ = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save=False)
     return h, ys
 
 
-def _gru_fwd(reverse, unroll, params, h0, xs, valid):
-    h, ys, res = _gru_forward(reverse, unroll, params, h0, xs, valid, save=True)
+def _gru_fwd(reverse, unroll, dtype, params, h0, xs, valid):
+    h, ys, res = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save=True)
     return (h, ys), (params, xs, valid, res)
 
 
-def _gru_bwd(reverse, unroll, saved, cts):
+def _gru_bwd(reverse, unroll, dtype, saved, cts):
     params, xs, valid, (hs, r_s, z_s, n_s, hn_s) = saved  # hs: h_{t-1}
     dh_last, dys = cts
-    w_hh_t = params.w_hh.T  # [3H, H]
+    w_hh_t = _cast(params.w_hh.T, dtype)  # [3H, H]
 
     def body(dh, inp):
         dy, h_prev, r, z, n, hn, m = inp
@@ -224,15 +304,15 @@ def _gru_bwd(reverse, unroll, saved, cts):
         dr = dn * hn * r * (1 - r)
         dzg = dh_new * (h_prev - n) * z * (1 - z)
         d_hw = jnp.concatenate([dr, dzg, dn * r], axis=-1)  # gradient of h W_hh + b_hh
-        dh_prev = _pick(m, d_hw @ w_hh_t + dh_new * z, dh).astype(dh.dtype)
+        dh_prev = _pick(m, matmul(d_hw, w_hh_t, dtype) + dh_new * z, dh).astype(dh.dtype)
         return dh_prev, jnp.concatenate([dr, dzg, dn], axis=-1)  # gradient of x W_ih + b_ih
 
     dh0, d_xw = _scan(body, dh_last, (dys, hs, r_s, z_s, n_s, hn_s, valid), not reverse, unroll)
     hidden = hs.shape[-1]
     d_hw = jnp.concatenate([d_xw[..., : 2 * hidden], d_xw[..., 2 * hidden :] * r_s], axis=-1)
-    dw_hh = _contract_time_batch(hs, d_hw).astype(params.w_hh.dtype)
+    dw_hh = _contract_time_batch(hs, d_hw, dtype).astype(params.w_hh.dtype)
     db_hh = jnp.sum(d_hw, axis=(0, 1)).astype(params.b_hh.dtype)
-    dw_ih, db_ih, dxs = _grads_of_projection(params.w_ih, xs, d_xw)
+    dw_ih, db_ih, dxs = _grads_of_projection(params.w_ih, xs, d_xw, dtype)
     return GRUParams(dw_ih, dw_hh, db_ih.astype(params.b_ih.dtype), db_hh), dh0, dxs, None
 
 
@@ -242,48 +322,72 @@ _gru.defvjp(_gru_fwd, _gru_bwd)
 # ------------------------------------------------------------------------------------ Elman
 
 
-def _elman_forward(reverse, unroll, activation, params: ElmanParams, h0, xs, valid, save: bool):
-    w = jnp.concatenate([params.w_ih, params.w_hh], axis=0)  # [I+H, H]
+def _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save: bool):
+    run = partial(_elman_forward_cpu, reverse, unroll, activation, dtype, save=save)
+    hoisted = partial(_elman_forward_hoisted, reverse, unroll, activation, dtype, save=save)
+    return _by_platform(run, hoisted, params, h0, xs, valid)
+
+
+def _elman_cell(activation, a, xh, h, m, save):
+    h_new = activation(a).astype(h.dtype)
+    y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
+    return _pick(m, h_new, h), (y, (xh, a) if save else ())
+
+
+def _elman_forward_hoisted(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, *,
+                           save: bool):
+    xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b  # [T, B, H]: one GEMM, all steps
+    w_hh = _cast(params.w_hh, dtype)
+
+    def body(h, inp):
+        xw_t, x, m = inp
+        xh = _cast(jnp.concatenate([x, h], axis=-1), dtype) if save else None
+        return _elman_cell(activation, xw_t + matmul(h, w_hh, dtype), xh, h, m, save)
+
+    h, (ys, res) = _scan(body, h0, (xw, xs, valid), reverse, unroll)
+    return h, ys, res
+
+
+def _elman_forward_cpu(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, *,
+                       save: bool):
+    w = _cast(jnp.concatenate([params.w_ih, params.w_hh], axis=0), dtype)  # [I+H, H]
 
     def body(h, inp):
         x, m = inp
-        xh = jnp.concatenate([x, h], axis=-1)  # [B, I+H]
-        a = xh @ w + params.b
-        h_new = activation(a).astype(h.dtype)
-        y = h_new if m is None else jnp.where(m[:, None], h_new, 0)
-        return _pick(m, h_new, h), (y, (xh, a) if save else ())
+        xh = _cast(jnp.concatenate([x, h], axis=-1), dtype)  # [B, I+H]
+        return _elman_cell(activation, matmul(xh, w, dtype) + params.b, xh, h, m, save)
 
     h, (ys, res) = _scan(body, h0, (xs, valid), reverse, unroll)
     return h, ys, res
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _elman(reverse, unroll, activation, params, h0, xs, valid):
-    h, ys, _ = _elman_forward(reverse, unroll, activation, params, h0, xs, valid, save=False)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _elman(reverse, unroll, activation, dtype, params, h0, xs, valid):
+    h, ys, _ = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save=False)
     return h, ys
 
 
-def _elman_fwd(reverse, unroll, activation, params, h0, xs, valid):
-    h, ys, res = _elman_forward(reverse, unroll, activation, params, h0, xs, valid, save=True)
+def _elman_fwd(reverse, unroll, activation, dtype, params, h0, xs, valid):
+    h, ys, res = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save=True)
     return (h, ys), (params, xs, valid, res)
 
 
-def _elman_bwd(reverse, unroll, activation, saved, cts):
+def _elman_bwd(reverse, unroll, activation, dtype, saved, cts):
     params, xs, valid, (xhs, pre) = saved  # xhs: [x_t, h_{t-1}]; pre: pre-activations
     dh_last, dys = cts
     # act'(a) for all steps at once; the activation is elementwise, so a JVP with ones gives it.
     slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # [T, B, H]
-    w_hh_t = params.w_hh.T
+    w_hh_t = _cast(params.w_hh.T, dtype)
 
     def body(dh, inp):
         dy, s, m = inp
         da = _pick(m, (dh + dy) * s, jnp.zeros_like(s))
-        return _pick(m, da @ w_hh_t, dh).astype(dh.dtype), da
+        return _pick(m, matmul(da, w_hh_t, dtype), dh).astype(dh.dtype), da
 
     dh0, da = _scan(body, dh_last, (dys, slope, valid), not reverse, unroll)
     n_in = xs.shape[-1]
-    dw = _contract_time_batch(xhs, da)  # [I+H, H]
-    dxs = (da @ params.w_ih.T).astype(xs.dtype)
+    dw = _contract_time_batch(xhs, da, dtype)  # [I+H, H]
+    dxs = matmul(da, params.w_ih.T, dtype).astype(xs.dtype)
     grads = ElmanParams(dw[:n_in].astype(params.w_ih.dtype), dw[n_in:].astype(params.w_hh.dtype),
                         jnp.sum(da, axis=(0, 1)).astype(params.b.dtype))
     return grads, dh0, dxs, None
@@ -299,17 +403,17 @@ _elman.defvjp(_elman_fwd, _elman_bwd)
 # ``valid: [T, B]`` bool or None).
 
 
-def lstm_sequence(params: LSTMParams, carry: LSTMState, xs, valid, reverse, unroll):
-    (h, c), ys = _lstm(reverse, unroll, params, carry.h, carry.c, xs, valid)
+def lstm_sequence(params: LSTMParams, carry: LSTMState, xs, valid, reverse, unroll, *, dtype=None):
+    (h, c), ys = _lstm(reverse, unroll, dtype, params, carry.h, carry.c, xs, valid)
     return LSTMState(h, c), ys
 
 
-def gru_sequence(params: GRUParams, h, xs, valid, reverse, unroll):
-    return _gru(reverse, unroll, params, h, xs, valid)
+def gru_sequence(params: GRUParams, h, xs, valid, reverse, unroll, *, dtype=None):
+    return _gru(reverse, unroll, dtype, params, h, xs, valid)
 
 
-def elman_sequence(params: ElmanParams, h, xs, valid, reverse, unroll, *, activation=jnp.tanh):
-    return _elman(reverse, unroll, activation, params, h, xs, valid)
+def elman_sequence(params: ElmanParams, h, xs, valid, reverse, unroll, *, activation=jnp.tanh, dtype=None):
+    return _elman(reverse, unroll, activation, dtype, params, h, xs, valid)
 
 
 def run_fused(kernel: Callable, params, carry, xs: Array, lengths: Array | None, reverse: bool, unroll):

@@ -70,16 +70,17 @@ def log_affine_scan(log_a: Array, log_b: Array) -> tuple[Array, Array]:
 
 
 def affine_recurrence(coeffs: Callable, params: Any, carry: Array, xs: Array, lengths: Array | None,
-                      reverse: bool, *, log_space: bool = False):
+                      reverse: bool, *, log_space: bool = False, **keywords):
     """``h_t = a_t ⊙ h_{t-1} + b_t`` over ``xs: [T, *batch, I]`` with the contract of ``rnnjax.scan``.
 
-    ``coeffs(params, xs, log_space) -> (a, b)`` (or their logs, with ``a > 0``, ``b > 0``), each
-    ``[T, *batch, H]``. Arguments are assumed checked, ``lengths`` within ``[0, T]``.
+    ``coeffs(params, xs, log_space, **keywords) -> (a, b)`` (or their logs, with ``a > 0``,
+    ``b > 0``), each ``[T, *batch, H]``; ``keywords`` are the step's (e.g. its compute dtype).
+    Arguments are assumed checked, ``lengths`` within ``[0, T]``.
     """
     num_steps = xs.shape[0]
     if reverse:
         xs = flip_valid(xs, lengths)
-    a, b = coeffs(params, xs, log_space)  # [T, *batch, H] each (or their logs)
+    a, b = coeffs(params, xs, log_space, **keywords)  # [T, *batch, H] each (or their logs)
     dtype = jnp.promote_types(a.dtype, carry.dtype)
     a, b, h0 = a.astype(dtype), b.astype(dtype), carry.astype(dtype)
     if log_space:

@@ -57,23 +57,27 @@ class Builtin:
         return type(carry) is self.carry
 
 
+_DTYPE = frozenset({"dtype"})  # the compute dtype of the precision policy (see cells.py)
+
 _TABLE: dict[Callable, Builtin] = {
     cells.elman_step: Builtin("elman", cells.ElmanParams, fused=_fused.elman_sequence,
                               diag_jacobian=cells.elman_diag_jacobian,
-                              keywords=frozenset({"activation"})),
+                              keywords=frozenset({"activation", "dtype"})),
     cells.lstm_step: Builtin("lstm", cells.LSTMParams, cells.LSTMState, fused=_fused.lstm_sequence,
-                             diag_jacobian=cells.lstm_diag_jacobian),
-    cells.peephole_lstm_step: Builtin("peephole_lstm", cells.PeepholeLSTMParams, cells.LSTMState),
-    cells.cifg_lstm_step: Builtin("cifg_lstm", cells.CIFGParams, cells.LSTMState),
+                             diag_jacobian=cells.lstm_diag_jacobian, keywords=_DTYPE),
+    cells.peephole_lstm_step: Builtin("peephole_lstm", cells.PeepholeLSTMParams, cells.LSTMState, keywords=_DTYPE),
+    cells.cifg_lstm_step: Builtin("cifg_lstm", cells.CIFGParams, cells.LSTMState, keywords=_DTYPE),
     cells.gru_step: Builtin("gru", cells.GRUParams, fused=_fused.gru_sequence,
-                            diag_jacobian=cells.gru_diag_jacobian),
-    cells.gru_reset_before_step: Builtin("gru_reset_before", cells.GRUResetBeforeParams),
+                            diag_jacobian=cells.gru_diag_jacobian, keywords=_DTYPE),
+    cells.gru_reset_before_step: Builtin("gru_reset_before", cells.GRUResetBeforeParams, keywords=_DTYPE),
     cells.min_gru_step: Builtin("min_gru", cells.MinGRUParams, diag_jacobian=cells.min_gru_diag_jacobian,
                                 affine=cells.min_gru_affine,
-                                parallel=functools.partial(affine_recurrence, cells.min_gru_affine)),
+                                parallel=functools.partial(affine_recurrence, cells.min_gru_affine),
+                                keywords=_DTYPE),
     cells.min_lstm_step: Builtin("min_lstm", cells.MinLSTMParams, diag_jacobian=cells.min_lstm_diag_jacobian,
                                  affine=cells.min_lstm_affine,
-                                 parallel=functools.partial(affine_recurrence, cells.min_lstm_affine)),
+                                 parallel=functools.partial(affine_recurrence, cells.min_lstm_affine),
+                                 keywords=_DTYPE),
 }
 
 

@@ -5,8 +5,12 @@ applied as ``x @ w``) plus pure, unjitted functions. Gate order and layout follo
 PyTorch/cuDNN, so ``torch.nn.LSTM`` weights port by a transpose (``w_ih = weight_ih_l0.T``).
 
 Each step works for any leading batch shape (including none), under ``jit``, ``grad`` and
-``vmap``, and with bf16/f16 params next to a float32 carry (the new carry keeps the carry's
-dtype). The output ``y`` of every built-in cell is its new ``h``.
+``vmap``. Precision follows Flax's convention: factories take ``param_dtype`` (how params are
+stored, float32 by default), ``dtype`` (the dtype the matrix products take; None keeps the
+promoted dtype of their operands) and ``carry_dtype`` (the state, float32 by default). With
+``dtype=jnp.bfloat16`` every product is ``bf16 x bf16`` accumulated in float32
+(``preferred_element_type``), and the gate nonlinearities and the cell state stay in float32;
+the new carry keeps the carry's dtype. The output ``y`` of every built-in cell is its new ``h``.
 
 Also here: minGRU and minLSTM (gates that read only the input, so the update is affine in the
 state and ``rnnjax.min_rnn_parallel`` can evaluate it with an associative scan), the dampened
@@ -24,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_batch_shape, check_float, check_shape, check_sizes
+from rnnjax._checks import check_batch_shape, check_dtype, check_float, check_shape, check_sizes
 
 Array = jax.Array
 Initializer = Callable[..., Array]  # (key, shape, dtype) -> Array, as in jax.nn.initializers
@@ -170,7 +174,18 @@ def _check_step_args(params, carry_leaves: dict, x, num_gates: int) -> None:
 # ------------------------------------------------------------------------ step functions
 
 
-def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
+def matmul(a: Array, w: Array, dtype=None) -> Array:
+    """``a @ w``; with ``dtype``, both operands cast to it and the product accumulated in float32.
+
+    ``dtype=None`` is the product of the operands as they are (promoted, e.g. float32 for a
+    float32 input and bfloat16 weights).
+    """
+    if dtype is None:
+        return a @ w
+    return jnp.matmul(a.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh, dtype=None):
     """Elman (simple RNN) step.
 
     ``h' = act(x W_ih + h W_hh + b)``, ``y = h'``; ``act`` is tanh unless given.
@@ -180,6 +195,7 @@ def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
       activation: elementwise nonlinearity (``rnnjax.elman(activation=...)`` picks it).
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Elman 1990, "Finding structure in time".
 
@@ -190,23 +206,25 @@ def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh):
     """
     _check_params_type(params, ElmanParams)
     _check_step_args(params, {"carry": h}, x, 1)
-    h_new = activation(x @ params.w_ih + params.b + h @ params.w_hh).astype(h.dtype)
+    pre = matmul(x, params.w_ih, dtype) + params.b + matmul(h, params.w_hh, dtype)
+    h_new = activation(pre).astype(h.dtype)
     return h_new, h_new
 
 
-def _lstm_preactivations(params, carry: LSTMState, x: Array) -> Array:
-    return x @ params.w_ih + params.b + carry.h @ params.w_hh  # [*, 4H] (3H for CIFG)
+def _lstm_preactivations(params, carry: LSTMState, x: Array, dtype) -> Array:
+    # [*, 4H] (3H for CIFG)
+    return matmul(x, params.w_ih, dtype) + params.b + matmul(carry.h, params.w_hh, dtype)
 
 
-def _lstm_update(params: LSTMParams, carry: LSTMState, x: Array):
-    i, f, g, o = jnp.split(_lstm_preactivations(params, carry, x), 4, axis=-1)
+def _lstm_update(params: LSTMParams, carry: LSTMState, x: Array, dtype):
+    i, f, g, o = jnp.split(_lstm_preactivations(params, carry, x, dtype), 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     new = LSTMState(h.astype(carry.h.dtype), c.astype(carry.c.dtype))
     return new, new.h
 
 
-def lstm_step(params: LSTMParams, carry: LSTMState, x: Array):
+def lstm_step(params: LSTMParams, carry: LSTMState, x: Array, *, dtype=None):
     """LSTM step, gates in PyTorch order i, f, g, o.
 
     ::
@@ -219,6 +237,7 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array):
       params: ``LSTMParams(w_ih [I, 4H], w_hh [H, 4H], b [4H])``.
       carry: ``LSTMState(h [*batch, H], c [*batch, H])``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000 (forget gate).
 
@@ -230,11 +249,11 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array):
     _check_params_type(params, LSTMParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    return _lstm_update(params, carry, x)
+    return _lstm_update(params, carry, x, dtype)
 
 
-def _peephole_update(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
-    zi, zf, zg, zo = jnp.split(_lstm_preactivations(params, carry, x), 4, axis=-1)
+def _peephole_update(params: PeepholeLSTMParams, carry: LSTMState, x: Array, dtype):
+    zi, zf, zg, zo = jnp.split(_lstm_preactivations(params, carry, x, dtype), 4, axis=-1)
     i = jax.nn.sigmoid(zi + params.w_ci * carry.c)
     f = jax.nn.sigmoid(zf + params.w_cf * carry.c)
     c = f * carry.c + i * jnp.tanh(zg)
@@ -244,7 +263,7 @@ def _peephole_update(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
     return new, new.h
 
 
-def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
+def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array, *, dtype=None):
     """LSTM step with diagonal peephole connections (Gers & Schmidhuber 2000).
 
     ::
@@ -257,6 +276,7 @@ def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
       params: ``PeepholeLSTMParams(w_ih [I, 4H], w_hh [H, 4H], b [4H], w_ci, w_cf, w_co [H])``.
       carry: ``LSTMState(h, c)``, each ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Gers & Schmidhuber 2000, "Recurrent nets that time and count".
 
@@ -268,11 +288,11 @@ def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array):
     _check_params_type(params, PeepholeLSTMParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    return _peephole_update(params, carry, x)
+    return _peephole_update(params, carry, x, dtype)
 
 
-def _cifg_update(params: CIFGParams, carry: LSTMState, x: Array):
-    zi, zg, zo = jnp.split(_lstm_preactivations(params, carry, x), 3, axis=-1)
+def _cifg_update(params: CIFGParams, carry: LSTMState, x: Array, dtype):
+    zi, zg, zo = jnp.split(_lstm_preactivations(params, carry, x, dtype), 3, axis=-1)
     i = jax.nn.sigmoid(zi)
     c = (1.0 - i) * carry.c + i * jnp.tanh(zg)
     h = jax.nn.sigmoid(zo) * jnp.tanh(c)
@@ -280,7 +300,7 @@ def _cifg_update(params: CIFGParams, carry: LSTMState, x: Array):
     return new, new.h
 
 
-def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array):
+def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array, *, dtype=None):
     """Coupled input–forget gate LSTM step (CIFG): the forget gate is ``1 - i``.
 
     ::
@@ -293,6 +313,7 @@ def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array):
       params: ``CIFGParams(w_ih [I, 3H], w_hh [H, 3H], b [3H])``, gates i, g, o.
       carry: ``LSTMState(h, c)``, each ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Greff et al. 2017, "LSTM: A search space odyssey" (the CIFG variant).
 
@@ -304,12 +325,12 @@ def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array):
     _check_params_type(params, CIFGParams)
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 3)
-    return _cifg_update(params, carry, x)
+    return _cifg_update(params, carry, x, dtype)
 
 
-def _gru_update(params: GRUParams, h: Array, x: Array):
-    xw = x @ params.w_ih + params.b_ih  # [*, 3H]
-    hw = h @ params.w_hh + params.b_hh  # [*, 3H]
+def _gru_update(params: GRUParams, h: Array, x: Array, dtype):
+    xw = matmul(x, params.w_ih, dtype) + params.b_ih  # [*, 3H]
+    hw = matmul(h, params.w_hh, dtype) + params.b_hh  # [*, 3H]
     xr, xz, xn = jnp.split(xw, 3, axis=-1)
     hr, hz, hn = jnp.split(hw, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
@@ -319,7 +340,7 @@ def _gru_update(params: GRUParams, h: Array, x: Array):
     return h_new, h_new
 
 
-def gru_step(params: GRUParams, h: Array, x: Array):
+def gru_step(params: GRUParams, h: Array, x: Array, *, dtype=None):
     """GRU step with the reset gate applied after the recurrent matmul (PyTorch/cuDNN form).
 
     ::
@@ -332,6 +353,7 @@ def gru_step(params: GRUParams, h: Array, x: Array):
       params: ``GRUParams(w_ih [I, 3H], w_hh [H, 3H], b_ih [3H], b_hh [3H])``, gates r, z, n.
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Cho et al. 2014; the reset-after form of cuDNN and ``torch.nn.GRU``.
 
@@ -342,23 +364,23 @@ def gru_step(params: GRUParams, h: Array, x: Array):
     """
     _check_params_type(params, GRUParams)
     _check_step_args(params, {"carry": h}, x, 3)
-    return _gru_update(params, h, x)
+    return _gru_update(params, h, x, dtype)
 
 
-def _gru_reset_before_update(params: GRUResetBeforeParams, h: Array, x: Array):
+def _gru_reset_before_update(params: GRUResetBeforeParams, h: Array, x: Array, dtype):
     hidden = h.shape[-1]
-    xw = x @ params.w_ih + params.b_ih  # [*, 3H]
-    hrz = h @ params.w_hh[:, : 2 * hidden] + params.b_hh[: 2 * hidden]  # [*, 2H]
+    xw = matmul(x, params.w_ih, dtype) + params.b_ih  # [*, 3H]
+    hrz = matmul(h, params.w_hh[:, : 2 * hidden], dtype) + params.b_hh[: 2 * hidden]  # [*, 2H]
     xr, xz, xn = jnp.split(xw, 3, axis=-1)
     hr, hz = jnp.split(hrz, 2, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + (r * h) @ params.w_hh[:, 2 * hidden :] + params.b_hh[2 * hidden :])
+    n = jnp.tanh(xn + matmul(r * h, params.w_hh[:, 2 * hidden :], dtype) + params.b_hh[2 * hidden :])
     h_new = ((1.0 - z) * n + z * h).astype(h.dtype)
     return h_new, h_new
 
 
-def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
+def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array, *, dtype=None):
     """GRU step with the reset gate applied to ``h`` before the matmul (Cho et al. 2014).
 
     ::
@@ -371,6 +393,7 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
       params: ``GRUResetBeforeParams(w_ih [I, 3H], w_hh [H, 3H], b_ih [3H], b_hh [3H])``.
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Cho et al. 2014, "Learning phrase representations using RNN encoder–decoder".
 
@@ -381,7 +404,7 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array):
     """
     _check_params_type(params, GRUResetBeforeParams)
     _check_step_args(params, {"carry": h}, x, 3)
-    return _gru_reset_before_update(params, h, x)
+    return _gru_reset_before_update(params, h, x, dtype)
 
 
 # ----------------------------------------------------------------------------- factories
@@ -407,6 +430,19 @@ def _zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
     return initial_carry
 
 
+def _policy_step(step: Callable, dtype, **keywords) -> Callable:
+    """``step`` with its keywords bound: the compute ``dtype`` (when given) and any others."""
+    if dtype is not None:
+        keywords["dtype"] = jnp.dtype(dtype)
+    return functools.partial(step, **keywords) if keywords else step
+
+
+def _check_precision(param_dtype, dtype, carry_dtype) -> None:
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("dtype", dtype, allow_none=True)
+    check_dtype("carry_dtype", carry_dtype)
+
+
 _ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
 
 
@@ -418,7 +454,8 @@ def elman(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Elman (simple RNN) cell: ``h' = act(x W_ih + h W_hh + b)``; see ``elman_step``.
@@ -439,17 +476,18 @@ def elman(
         activation = _ACTIVATIONS[activation]
     elif not callable(activation):
         raise TypeError(f"activation: expected a string or a callable, got {activation!r}")
+    _check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> ElmanParams:
         k1, k2, k3 = jax.random.split(key, 3)
         return ElmanParams(
-            w_ih=_draw(w_ih_init, k1, (input_size, hidden_size), dtype),
-            w_hh=_draw(w_hh_init, k2, (hidden_size, hidden_size), dtype),
-            b=_draw(b_init, k3, (hidden_size,), dtype),
+            w_ih=_draw(w_ih_init, k1, (input_size, hidden_size), param_dtype),
+            w_hh=_draw(w_hh_init, k2, (hidden_size, hidden_size), param_dtype),
+            b=_draw(b_init, k3, (hidden_size,), param_dtype),
         )
 
-    step = elman_step if activation is jnp.tanh else functools.partial(elman_step, activation=activation)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), step)
+    keywords = {} if activation is jnp.tanh else {"activation": activation}
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(elman_step, dtype, **keywords))
 
 
 def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, forget_bias,
@@ -480,22 +518,27 @@ def lstm(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """LSTM cell (gates i, f, g, o); see ``lstm_step``.
 
     Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block;
     biases ``b_init`` plus ``forget_bias`` on the forget gate (Jozefowicz et al. 2015).
+    ``param_dtype`` stores the params, ``dtype`` is what the products take (e.g.
+    ``jnp.bfloat16``, accumulated in float32; None: the operands as they are) and
+    ``carry_dtype`` holds ``h`` and ``c``; every built-in cell factory takes these three.
 
     >>> cell = lstm(input_size=8, hidden_size=32)
     >>> cell.init(jax.random.key(0)).w_ih.shape
     (8, 128)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    _check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(LSTMParams, input_size, hidden_size, 4, 1, forget_bias,
-                             w_ih_init, w_hh_init, b_init, dtype)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), lstm_step)
+                             w_ih_init, w_hh_init, b_init, param_dtype)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(lstm_step, dtype))
 
 
 def peephole_lstm(
@@ -507,7 +550,8 @@ def peephole_lstm(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     peephole_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Peephole LSTM cell; see ``peephole_lstm_step``. Peepholes start at ``peephole_init`` (zeros).
@@ -520,11 +564,13 @@ def peephole_lstm(
 
     def peepholes(key):
         ks = jax.random.split(key, 3)
-        return {n: _draw(peephole_init, k, (hidden_size,), dtype) for n, k in zip(("w_ci", "w_cf", "w_co"), ks, strict=True)}
+        return {n: _draw(peephole_init, k, (hidden_size,), param_dtype)
+                for n, k in zip(("w_ci", "w_cf", "w_co"), ks, strict=True)}
 
+    _check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(PeepholeLSTMParams, input_size, hidden_size, 4, 1, forget_bias,
-                             w_ih_init, w_hh_init, b_init, dtype, extra=peepholes)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), peephole_lstm_step)
+                             w_ih_init, w_hh_init, b_init, param_dtype, extra=peepholes)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(peephole_lstm_step, dtype))
 
 
 def cifg_lstm(
@@ -535,7 +581,8 @@ def cifg_lstm(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Coupled input–forget gate LSTM (gates i, g, o; ``f = 1 - i``); see ``cifg_lstm_step``.
@@ -548,25 +595,27 @@ def cifg_lstm(
     Array([-1., -1., -1., -1., -1., -1.], dtype=float32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    _check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(CIFGParams, input_size, hidden_size, 3, 0, -forget_bias,
-                             w_ih_init, w_hh_init, b_init, dtype)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), cifg_lstm_step)
+                             w_ih_init, w_hh_init, b_init, param_dtype)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(cifg_lstm_step, dtype))
 
 
 def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init, b_init,
-                 dtype, carry_dtype) -> Cell:
+                 param_dtype, dtype, carry_dtype) -> Cell:
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    _check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         return params_cls(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, dtype),
-            w_hh=_gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, dtype),
-            b_ih=_gate_blocks(b_init, k3, (hidden_size,), 3, dtype),
-            b_hh=_gate_blocks(b_init, k4, (hidden_size,), 3, dtype),
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype),
+            w_hh=_gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, param_dtype),
+            b_ih=_gate_blocks(b_init, k3, (hidden_size,), 3, param_dtype),
+            b_hh=_gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), step)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(step, dtype))
 
 
 def gru(
@@ -576,7 +625,8 @@ def gru(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """GRU cell, reset after the recurrent matmul (PyTorch/cuDNN); see ``gru_step``.
@@ -586,7 +636,7 @@ def gru(
     (16, 48)
     """
     return _gru_factory(GRUParams, gru_step, input_size, hidden_size, w_ih_init, w_hh_init,
-                        b_init, dtype, carry_dtype)
+                        b_init, param_dtype, dtype, carry_dtype)
 
 
 def gru_reset_before(
@@ -596,7 +646,8 @@ def gru_reset_before(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """GRU cell of Cho et al. 2014, reset before the recurrent matmul; see ``gru_reset_before_step``.
@@ -606,7 +657,7 @@ def gru_reset_before(
     'GRUResetBeforeParams'
     """
     return _gru_factory(GRUResetBeforeParams, gru_reset_before_step, input_size, hidden_size,
-                        w_ih_init, w_hh_init, b_init, dtype, carry_dtype)
+                        w_ih_init, w_hh_init, b_init, param_dtype, dtype, carry_dtype)
 
 
 # -------------------------------------------------------------- minGRU and minLSTM (Feng et al.)
@@ -625,13 +676,13 @@ def _log_g(v: Array) -> Array:
     return jnp.where(v >= 0, jnp.log(jax.nn.relu(v) + 0.5), -jax.nn.softplus(-v))
 
 
-def _min_gru_logits(params: MinGRUParams, x: Array):
-    k = x @ params.w_ih + params.b  # [*, 2H]
+def _min_gru_logits(params: MinGRUParams, x: Array, dtype=None):
+    k = matmul(x, params.w_ih, dtype) + params.b  # [*, 2H]
     return jnp.split(k, 2, axis=-1)  # k_z, k_h
 
 
-def _min_lstm_logits(params: MinLSTMParams, x: Array):
-    kf, ki, kh = jnp.split(x @ params.w_ih + params.b, 3, axis=-1)  # [*, H] each
+def _min_lstm_logits(params: MinLSTMParams, x: Array, dtype=None):
+    kf, ki, kh = jnp.split(matmul(x, params.w_ih, dtype) + params.b, 3, axis=-1)  # [*, H] each
     # log i - log f, so that f' = f / (f + i) = σ(-d) and i' = σ(d) without dividing.
     d = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)
     return d, kh
@@ -659,7 +710,7 @@ def _check_min_args(params, h: Array, x: Array, num_gates: int) -> None:
     check_shape("carry", h, batch + (hidden,), shown=(*batch, hidden))
 
 
-def min_gru_step(params: MinGRUParams, h: Array, x: Array):
+def min_gru_step(params: MinGRUParams, h: Array, x: Array, *, dtype=None):
     """minGRU step: both gates read only the input, so the update is affine in ``h``.
 
     ::
@@ -674,6 +725,7 @@ def min_gru_step(params: MinGRUParams, h: Array, x: Array):
       params: ``MinGRUParams(w_ih [I, 2H], b [2H])``, gates z, h̃.
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Feng et al. 2024, "Were RNNs all we needed?".
 
@@ -683,12 +735,12 @@ def min_gru_step(params: MinGRUParams, h: Array, x: Array):
     (2, 5)
     """
     _check_min_args(params, h, x, 2)
-    kz, kh = _min_gru_logits(params, x)
+    kz, kh = _min_gru_logits(params, x, dtype)
     h_new = (jax.nn.sigmoid(-kz) * h + jax.nn.sigmoid(kz) * _g(kh)).astype(h.dtype)
     return h_new, h_new
 
 
-def min_lstm_step(params: MinLSTMParams, h: Array, x: Array):
+def min_lstm_step(params: MinLSTMParams, h: Array, x: Array, *, dtype=None):
     """minLSTM step: forget and input gates read only the input and are normalised to sum to 1.
 
     ::
@@ -703,6 +755,7 @@ def min_lstm_step(params: MinLSTMParams, h: Array, x: Array):
       params: ``MinLSTMParams(w_ih [I, 3H], b [3H])``, gates f, i, h̃.
       h: ``[*batch, H]`` (the carry is ``h`` alone: there is no separate cell state).
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Feng et al. 2024, "Were RNNs all we needed?".
 
@@ -712,22 +765,22 @@ def min_lstm_step(params: MinLSTMParams, h: Array, x: Array):
     (5,)
     """
     _check_min_args(params, h, x, 3)
-    d, kh = _min_lstm_logits(params, x)
+    d, kh = _min_lstm_logits(params, x, dtype)
     h_new = (jax.nn.sigmoid(-d) * h + jax.nn.sigmoid(d) * _g(kh)).astype(h.dtype)
     return h_new, h_new
 
 
-def min_gru_affine(params, x, log_space: bool):
+def min_gru_affine(params, x, log_space: bool, *, dtype=None):
     """``(a, b)`` of ``h' = a ⊙ h + b``, or ``(log a, log b)``: ``a = 1 - z``, ``b = z h̃``."""
-    kz, kh = _min_gru_logits(params, x)
+    kz, kh = _min_gru_logits(params, x, dtype)
     if log_space:
         return -jax.nn.softplus(kz), -jax.nn.softplus(-kz) + _log_g(kh)
     return jax.nn.sigmoid(-kz), jax.nn.sigmoid(kz) * _g(kh)
 
 
-def min_lstm_affine(params, x, log_space: bool):
+def min_lstm_affine(params, x, log_space: bool, *, dtype=None):
     """``(a, b)`` of ``h' = a ⊙ h + b``, or ``(log a, log b)``: ``a = f'``, ``b = i' h̃``."""
-    d, kh = _min_lstm_logits(params, x)
+    d, kh = _min_lstm_logits(params, x, dtype)
     if log_space:
         return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(kh)
     return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * _g(kh)
@@ -739,7 +792,8 @@ def min_gru(
     *,
     w_ih_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """minGRU cell (gates z, h̃ from the input only); see ``min_gru_step``.
@@ -752,15 +806,16 @@ def min_gru(
     (8, 32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    _check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> MinGRUParams:
         k1, k2 = jax.random.split(key)
         return MinGRUParams(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, dtype),
-            b=_gate_blocks(b_init, k2, (hidden_size,), 2, dtype),
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, param_dtype),
+            b=_gate_blocks(b_init, k2, (hidden_size,), 2, param_dtype),
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), min_gru_step)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_gru_step, dtype))
 
 
 def min_lstm(
@@ -770,7 +825,8 @@ def min_lstm(
     forget_bias: float = 1.0,
     w_ih_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """minLSTM cell (gates f, i, h̃ from the input only, f and i normalised); see ``min_lstm_step``.
@@ -784,17 +840,18 @@ def min_lstm(
     Array([1., 1., 1.], dtype=float32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
+    _check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> MinLSTMParams:
         k1, k2 = jax.random.split(key)
-        b = _gate_blocks(b_init, k2, (hidden_size,), 3, dtype)
+        b = _gate_blocks(b_init, k2, (hidden_size,), 3, param_dtype)
         if forget_bias:
-            b = b.at[:hidden_size].add(jnp.asarray(forget_bias, dtype))
+            b = b.at[:hidden_size].add(jnp.asarray(forget_bias, param_dtype))
         return MinLSTMParams(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, dtype), b=b
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype), b=b
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), min_lstm_step)
+    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_lstm_step, dtype))
 
 
 # ------------------------------------------------------------------------- a custom cell
@@ -841,13 +898,14 @@ def dampened(
     *,
     lam_init: float = 0.5,
     w_init: Callable = glorot_uniform,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """The dampened unit ``a' = σ(x w + λ a + b)`` as a ``Cell``; see ``dampened_step``.
 
     ``w`` starts Glorot-uniform, ``b`` at zero and the scalar ``λ`` at ``lam_init``; the carry
-    starts at zeros.
+    starts at zeros. Params are stored in ``param_dtype``; written as a user's cell would be,
+    its step computes in the dtype its operands promote to (it has no ``dtype`` policy).
 
     >>> cell = dampened(3, 4, lam_init=0.9)
     >>> round(float(cell.init(jax.random.key(0)).lam), 6)
@@ -857,11 +915,14 @@ def dampened(
     if isinstance(lam_init, bool) or not isinstance(lam_init, (int, float)):
         raise TypeError(f"lam_init: expected a float, got {lam_init!r}")
 
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("carry_dtype", carry_dtype)
+
     def init(key):
         return DampenedParams(
-            w=_draw(w_init, key, (input_size, hidden_size), dtype),
-            lam=jnp.asarray(lam_init, dtype),
-            b=jnp.zeros((hidden_size,), dtype),
+            w=_draw(w_init, key, (input_size, hidden_size), param_dtype),
+            lam=jnp.asarray(lam_init, param_dtype),
+            b=jnp.zeros((hidden_size,), param_dtype),
         )
 
     return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), dampened_step)
@@ -879,16 +940,16 @@ def _block_diagonals(w_hh: Array, num_gates: int) -> Array:
     return jnp.diagonal(w_hh.reshape(hidden, num_gates, hidden), axis1=0, axis2=2)
 
 
-def elman_diag_jacobian(params, h, x, *, activation=jnp.tanh):
-    pre = x @ params.w_ih + params.b + h @ params.w_hh  # [*, H]
+def elman_diag_jacobian(params, h, x, *, activation=jnp.tanh, dtype=None):
+    pre = matmul(x, params.w_ih, dtype) + params.b + matmul(h, params.w_hh, dtype)  # [*, H]
     slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # act'(pre), act elementwise
     return (slope * _block_diagonals(params.w_hh, 1)[0]).astype(h.dtype)
 
 
-def gru_diag_jacobian(params, h, x):
+def gru_diag_jacobian(params, h, x, *, dtype=None):
     wr, wz, wn = _block_diagonals(params.w_hh, 3)
-    xr, xz, xn = jnp.split(x @ params.w_ih + params.b_ih, 3, axis=-1)
-    hr, hz, hn = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
+    xr, xz, xn = jnp.split(matmul(x, params.w_ih, dtype) + params.b_ih, 3, axis=-1)
+    hr, hz, hn = jnp.split(matmul(h, params.w_hh, dtype) + params.b_hh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
@@ -898,9 +959,9 @@ def gru_diag_jacobian(params, h, x):
     return ((1 - z) * dn + z + (h - n) * dz).astype(h.dtype)
 
 
-def lstm_diag_jacobian(params, carry, x):
+def lstm_diag_jacobian(params, carry, x, *, dtype=None):
     wi, wf, wg, wo = _block_diagonals(params.w_hh, 4)
-    zi, zf, zg, zo = jnp.split(x @ params.w_ih + params.b + carry.h @ params.w_hh, 4, axis=-1)
+    zi, zf, zg, zo = jnp.split(_lstm_preactivations(params, carry, x, dtype), 4, axis=-1)
     i, f, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jax.nn.sigmoid(zo)
     g = jnp.tanh(zg)
     tc = jnp.tanh(f * carry.c + i * g)
@@ -909,9 +970,9 @@ def lstm_diag_jacobian(params, carry, x):
     return LSTMState(dh_dh.astype(carry.h.dtype), f.astype(carry.c.dtype))
 
 
-def min_gru_diag_jacobian(params, h, x):
-    return jax.nn.sigmoid(-_min_gru_logits(params, x)[0]).astype(h.dtype)
+def min_gru_diag_jacobian(params, h, x, *, dtype=None):
+    return jax.nn.sigmoid(-_min_gru_logits(params, x, dtype)[0]).astype(h.dtype)
 
 
-def min_lstm_diag_jacobian(params, h, x):
-    return jax.nn.sigmoid(-_min_lstm_logits(params, x)[0]).astype(h.dtype)
+def min_lstm_diag_jacobian(params, h, x, *, dtype=None):
+    return jax.nn.sigmoid(-_min_lstm_logits(params, x, dtype)[0]).astype(h.dtype)

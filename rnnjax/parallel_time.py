@@ -106,7 +106,7 @@ def min_rnn_parallel(
             f"step: expected rnnjax.min_gru_step or rnnjax.min_lstm_step (run other cells in "
             f"parallel with rnnjax.deer_scan), got {_step_name(step)}"
         )
-    coeffs = found[0].affine
+    coeffs = _registry.bound(found[0].affine, found[1])
     check_xs(xs)
     check_float("xs", xs)
     check_bool("reverse", reverse)

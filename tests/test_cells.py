@@ -67,7 +67,7 @@ def test_vmap_of_unbatched_equals_batched(name, key):
 def test_gradients_match_finite_differences(name, key):
     factory, step, _, _ = CELLS[name]
     with jax.enable_x64(True):
-        cell = factory(I, H, dtype=jnp.float64, carry_dtype=jnp.float64)
+        cell = factory(I, H, param_dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
         carry = random_carry(cell, jax.random.fold_in(key, 2), (2,))
         x = jax.random.normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)
@@ -83,7 +83,7 @@ def test_gradients_match_finite_differences(name, key):
 def test_low_precision_params_with_float32_carry(name, key):
     factory, step, _, _ = CELLS[name]
     cell32 = factory(I, H)
-    cell16 = factory(I, H, dtype=jnp.bfloat16)
+    cell16 = factory(I, H, param_dtype=jnp.bfloat16)
     params32 = random_params(cell32, key)
     params16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params32)
     assert all(l.dtype == jnp.bfloat16 for l in jax.tree_util.tree_leaves(cell16.init(key)))
@@ -139,7 +139,7 @@ def test_initialisers_are_keywords(key):
     params = rj.lstm(2, 3, w_ih_init=ones, w_hh_init=ones, b_init=ones, forget_bias=0.0).init(key)
     for leaf in params:
         np.testing.assert_array_equal(leaf, 0.25)
-    params = rj.gru(2, 3, dtype=jnp.float16).init(key)
+    params = rj.gru(2, 3, param_dtype=jnp.float16).init(key)
     assert all(leaf.dtype == jnp.float16 for leaf in params)
 
 

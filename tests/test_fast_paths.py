@@ -55,7 +55,7 @@ def normal_like(key, tree, scale=0.5):
 
 def setup(name, key, batch=(B,), dtype=jnp.float32):
     """Step, params, carry and xs, all drawn at random (no zero bias or carry hides a term)."""
-    cell = CELLS[name](dtype=dtype)
+    cell = CELLS[name](param_dtype=dtype)
     k1, k2, k3 = jax.random.split(key, 3)
     params = normal_like(k1, jax.eval_shape(cell.init, k1))
     carry = normal_like(k2, cell.initial_carry(batch), scale=1.0)

@@ -94,7 +94,7 @@ def test_min_steps_match_numpy_equations(min_cell, key):
 
 
 def test_min_step_keeps_carry_dtype_with_bf16_params(key):
-    cell = rj.min_lstm(IN, H, dtype=jnp.bfloat16)
+    cell = rj.min_lstm(IN, H, param_dtype=jnp.bfloat16)
     h, _ = cell.step(cell.init(key), cell.initial_carry((B,)), jnp.ones((B, IN)))
     assert h.dtype == jnp.float32
 
@@ -113,7 +113,7 @@ def test_min_factories():
     with pytest.raises(TypeError, match="batch_shape: expected a tuple of ints"):
         g.initial_carry("4")
     assert g.initial_carry(3).shape == (3, H) and g.initial_carry().shape == (H,)
-    p16 = rj.min_gru(IN, H, dtype=jnp.bfloat16).init(jax.random.key(1))
+    p16 = rj.min_gru(IN, H, param_dtype=jnp.bfloat16).init(jax.random.key(1))
     assert p16.w_ih.dtype == jnp.bfloat16 and float(jnp.abs(p16.w_ih).max()) > 0
 
 

@@ -1,0 +1,119 @@
+"""The precision policy: ``param_dtype`` stores, ``dtype`` computes, ``carry_dtype`` holds the state.
+
+Checked in the lowered program (StableHLO), not by reading the code: with ``param_dtype=float32,
+dtype=bfloat16`` every matrix product of a training step of the fused cells (forward and the
+hand-written backward) is ``bf16 x bf16 -> f32``, the gradients reach the params in float32, and
+values stay within bfloat16 round-off of the float32 computation.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rnnjax as rj
+
+I, H, B, T = 8, 16, 4, 12
+LENGTHS = jnp.array([12, 9, 5, 1])
+# factory -> dot_generals in one training step of the fused kernel (forward + backward)
+FUSED = {"lstm": (rj.lstm, 6), "gru": (rj.gru, 7), "elman": (rj.elman, 3)}
+PLAIN = {"peephole_lstm": rj.peephole_lstm, "cifg_lstm": rj.cifg_lstm, "gru_reset_before": rj.gru_reset_before,
+         "min_gru": rj.min_gru, "min_lstm": rj.min_lstm}
+
+DOT = re.compile(r"stablehlo.dot_general.*?: \((tensor<[^>]*>), (tensor<[^>]*>)\) -> (tensor<[^>]*>)")
+
+
+def _dots(hlo: str):
+    return [(a.split("x")[-1], b.split("x")[-1], o.split("x")[-1]) for a, b, o in DOT.findall(hlo)]
+
+
+def _train_step(cell):
+    def loss_fn(params, batch, key):
+        xs, lengths = batch
+        _, ys = rj.scan(cell.step, params, cell.initial_carry((B,)), xs, lengths=lengths)
+        return rj.sequence_mse(ys, jnp.zeros_like(ys), lengths=lengths)
+
+    opt = optax.sgd(0.1)
+    return rj.make_train_step(loss_fn, opt, donate=False), opt
+
+
+@pytest.fixture(scope="module")
+def data():
+    return jax.random.normal(jax.random.key(1), (T, B, I)), LENGTHS
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+def test_fused_training_step_multiplies_in_bf16_and_accumulates_in_f32(name, data):
+    factory, num_dots = FUSED[name]
+    cell = factory(I, H, dtype=jnp.bfloat16)
+    params = cell.init(jax.random.key(0))
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.float32)}
+    step, opt = _train_step(cell)
+    state = rj.init_train_state(params, opt, jax.random.key(2))
+    dots = _dots(step.lower(state, data).as_text())
+    assert len(dots) == num_dots and all(d == ("bf16>", "bf16>", "f32>") for d in dots), dots
+    new_state, metrics = step(state, data)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(new_state.params)} == {jnp.dtype(jnp.float32)}
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_default_policy_is_float32_throughout(data):
+    cell = rj.lstm(I, H)
+    step, opt = _train_step(cell)
+    state = rj.init_train_state(cell.init(jax.random.key(0)), opt, jax.random.key(2))
+    assert {d for d in _dots(step.lower(state, data).as_text())} == {("f32>", "f32>", "f32>")}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED) + sorted(PLAIN))
+def test_bf16_compute_stays_within_bf16_round_off_of_f32(name, data):
+    factory = FUSED[name][0] if name in FUSED else PLAIN[name]
+    xs, lengths = data
+    c32, c16 = factory(I, H), factory(I, H, dtype=jnp.bfloat16)
+    params = c32.init(jax.random.key(3))
+
+    def run(cell, p):
+        carry, ys = rj.scan(cell.step, p, cell.initial_carry((B,)), xs, lengths=lengths)
+        return carry, ys, jax.grad(lambda q: jnp.sum(rj.scan(cell.step, q, cell.initial_carry((B,)), xs,
+                                                               lengths=lengths)[1] ** 2))(p)
+
+    out32, out16 = jax.jit(lambda p: (run(c32, p), run(c16, p)))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(out32), jax.tree_util.tree_leaves(out16), strict=True):
+        assert b.dtype == jnp.float32  # carry, outputs and gradients: float32
+        scale = float(jnp.abs(a).max()) + 1e-6
+        assert float(jnp.abs(a - b).max()) / scale < 3e-2  # bf16 has 8 bits of mantissa
+    assert float(jnp.abs(out32[1] - out16[1]).max()) > 0  # bf16 did change something
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+def test_fused_kernel_equals_the_step_loop_under_the_bf16_policy(name, data):
+    xs, lengths = data
+    cell = FUSED[name][0](I, H, dtype=jnp.bfloat16)
+    params = cell.init(jax.random.key(4))
+    loop = lambda p, c, x: cell.step(p, c, x)  # a wrapped step runs the plain loop
+
+    def both(p):
+        fused = rj.scan(cell.step, p, cell.initial_carry((B,)), xs, lengths=lengths)
+        plain = rj.scan(loop, p, cell.initial_carry((B,)), xs, lengths=lengths)
+        return fused, plain
+
+    fused, plain = jax.jit(both)(params)
+    for a, b in zip(jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-2, rtol=2e-2)
+
+
+def test_storage_in_bf16_and_state_dtype():
+    cell = rj.gru(I, H, param_dtype=jnp.bfloat16, carry_dtype=jnp.float32)
+    params = cell.init(jax.random.key(0))
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    carry, y = cell.step(params, cell.initial_carry((B,)), jnp.ones((B, I)))
+    assert carry.dtype == y.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("kw", [{"dtype": jnp.int32}, {"param_dtype": "int8"}, {"carry_dtype": None}])
+def test_precision_keywords_are_checked(kw):
+    name = next(iter(kw))
+    with pytest.raises(TypeError, match=f"{name}: expected a floating-point dtype"):
+        rj.lstm(I, H, **kw)
