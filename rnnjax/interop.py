@@ -378,7 +378,7 @@ def to_torch(params, module):
 
     >>> import torch
     >>> module = to_torch(rj.lstm(3, 4).init(jax.random.key(0)), torch.nn.LSTMCell(3, 4))
-    >>> float(module.bias_ih[4]), float(module.bias_hh[4])   # the forget bias rnnjax.lstm starts with
+    >>> float(module.bias_ih.detach()[4]), float(module.bias_hh.detach()[4])   # rnnjax.lstm's forget bias
     (1.0, 0.0)
     """
     torch = _need("torch", "torch")
