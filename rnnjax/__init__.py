@@ -98,7 +98,43 @@ from rnnjax.losses import (
     sequence_cross_entropy,
     sequence_mse,
 )
+from rnnjax.conv_cells import ConvGRUParams, ConvLSTMParams, conv_gru, conv_gru_step, conv_lstm, conv_lstm_step
+from rnnjax.linear_rnn import (
+    LRUParams,
+    RGLRUParams,
+    SelectiveSSMParams,
+    lru,
+    lru_parallel,
+    lru_step,
+    rg_lru,
+    rg_lru_parallel,
+    rg_lru_step,
+    selective_ssm,
+    selective_ssm_parallel,
+    selective_ssm_step,
+)
+from rnnjax.norm_cells import (
+    LayerNormGRUParams,
+    LayerNormLSTMParams,
+    layer_norm_gru,
+    layer_norm_gru_step,
+    layer_norm_lstm,
+    layer_norm_lstm_step,
+)
 from rnnjax.parallel_time import DeerInfo, deer_scan, min_rnn_parallel
+from rnnjax.params_io import load_params, save_params
+from rnnjax.simple_cells import IndRNNParams, MGUParams, indrnn, indrnn_step, mgu, mgu_step
+from rnnjax.xlstm import (
+    MLSTMParams,
+    MLSTMState,
+    SLSTMParams,
+    SLSTMState,
+    mlstm,
+    mlstm_parallel,
+    mlstm_step,
+    slstm,
+    slstm_step,
+)
 from rnnjax.records import MetricsLog, plot_curves, progress_bar, read_metrics
 from rnnjax.scan import chunk_stream, flip_sequences, remat_scan, scan, truncated_scan
 from rnnjax.seq2seq import Seq2Seq, Seq2SeqParams, Seq2SeqState, seq2seq
@@ -114,6 +150,16 @@ __all__ = [
     "elman", "elman_step", "lstm", "lstm_step", "peephole_lstm", "peephole_lstm_step",
     "cifg_lstm", "cifg_lstm_step", "gru", "gru_step", "gru_reset_before", "gru_reset_before_step",
     "min_gru", "min_gru_step", "min_lstm", "min_lstm_step", "dampened", "dampened_step",
+    # more cells: layer-norm, IndRNN, MGU, convolutional
+    "LayerNormLSTMParams", "LayerNormGRUParams", "layer_norm_lstm", "layer_norm_lstm_step",
+    "layer_norm_gru", "layer_norm_gru_step", "IndRNNParams", "indrnn", "indrnn_step",
+    "MGUParams", "mgu", "mgu_step", "ConvLSTMParams", "ConvGRUParams", "conv_lstm", "conv_lstm_step",
+    "conv_gru", "conv_gru_step",
+    # gated linear recurrences and xLSTM, each with a sequential step and (but sLSTM) a parallel form
+    "LRUParams", "lru", "lru_step", "lru_parallel", "RGLRUParams", "rg_lru", "rg_lru_step",
+    "rg_lru_parallel", "SelectiveSSMParams", "selective_ssm", "selective_ssm_step",
+    "selective_ssm_parallel", "MLSTMParams", "MLSTMState", "mlstm", "mlstm_step", "mlstm_parallel",
+    "SLSTMParams", "SLSTMState", "slstm", "slstm_step",
     # time loops
     "scan", "flip_sequences", "truncated_scan", "remat_scan", "chunk_stream",
     # parallel in time
@@ -138,6 +184,8 @@ __all__ = [
     "Checkpoints", "MetricsLog", "read_metrics", "progress_bar", "plot_curves",
     "gradient_flow", "state_jacobian_norms", "plot_gradient_flow",
     "data_mesh", "replicate", "shard_batch",
+    # plain parameter files
+    "save_params", "load_params",
 ]
 
 def _register_for_export() -> None:

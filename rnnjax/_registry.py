@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rnnjax import _fused, cells
+from rnnjax import _fused, cells, linear_rnn, xlstm
 from rnnjax._parallel_scan import affine_recurrence
 
 
@@ -78,7 +78,16 @@ _TABLE: dict[Callable, Builtin] = {
                                  affine=cells.min_lstm_affine,
                                  parallel=functools.partial(affine_recurrence, cells.min_lstm_affine),
                                  keywords=_DTYPE),
+    # gated linear recurrences and xLSTM: a sequential step and a parallel form each (sLSTM: none)
+    linear_rnn.lru_step: Builtin("lru", linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel),
+    linear_rnn.rg_lru_step: Builtin("rg_lru", linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel),
+    linear_rnn.selective_ssm_step: Builtin("selective_ssm", linear_rnn.SelectiveSSMParams,
+                                           parallel=linear_rnn.selective_ssm_parallel),
+    xlstm.mlstm_step: Builtin("mlstm", xlstm.MLSTMParams, xlstm.MLSTMState, parallel=xlstm.mlstm_parallel),
+    xlstm.slstm_step: Builtin("slstm", xlstm.SLSTMParams, xlstm.SLSTMState),
 }
+
+PARALLEL_CELLS = tuple(entry.name for entry in _TABLE.values() if entry.parallel is not None)
 
 
 def lookup(step: Callable) -> tuple[Builtin, dict] | None:

@@ -278,10 +278,11 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         and used at every time step; the mask multiplies the carry's hidden state (the carry
         itself when it is an array, its ``h`` field for ``LSTMState``, every layer's for a
         ``stack``) only where the step reads it, so the returned carry is never masked.
-      parallel: evaluate the layer in parallel over time with the cell's own parallel form (for
-        ``min_gru`` / ``min_lstm``, ``rnnjax.min_rnn_parallel``: an associative scan, depth
-        O(log T)) instead of ``rnnjax.scan``: same params, carry and results. Only for the
-        built-in cells that have one, and without ``recurrent_dropout``.
+      parallel: evaluate the layer in parallel over time with the cell's own parallel form
+        instead of ``rnnjax.scan``: same params, carry and results. ``min_gru``/``min_lstm``
+        (``rnnjax.min_rnn_parallel``), ``lru``, ``rg_lru`` and ``selective_ssm`` run an
+        associative scan (depth O(log T)), ``mlstm`` its chunkwise form; other cells (``slstm``,
+        the classic cells) have none and raise. Not with ``recurrent_dropout``.
 
     Returns:
       ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)``
@@ -302,10 +303,11 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         found = _registry.lookup(cell.step)
         parallel_fn = None if found is None else _registry.bound(found[0].parallel, found[1])
         if parallel_fn is None:
-            raise ValueError(
-                "parallel: expected a rnnjax.min_gru or rnnjax.min_lstm cell (the recurrences that "
-                f"are affine in the state), got a cell with step {getattr(cell.step, '__name__', cell.step)!r}"
-            )
+            which = ", ".join(f"rnnjax.{name}" for name in _registry.PARALLEL_CELLS)
+            why = (f"the {found[0].name} cell has no parallel form (its recurrence is not linear in the state)"
+                   if found is not None else
+                   f"got a cell with step {getattr(cell.step, '__name__', cell.step)!r}")
+            raise ValueError(f"parallel: expected a cell with a parallel-in-time form ({which}); {why}")
         if rate > 0.0:
             raise ValueError(f"recurrent_dropout: not supported with parallel=True, got {recurrent_dropout!r}")
 

@@ -259,7 +259,7 @@ def test_rnn_parallel_layers_equal_the_sequential_layers(key):
 
 
 def test_rnn_parallel_argument_errors():
-    with pytest.raises(ValueError, match="parallel: expected a rnnjax.min_gru or rnnjax.min_lstm cell"):
+    with pytest.raises(ValueError, match=r"parallel: expected a cell with a parallel-in-time form \(rnnjax.min_gru, rnnjax.min_lstm, rnnjax.lru"):
         rj.rnn(rj.gru(IN, H), parallel=True)
     with pytest.raises(ValueError, match="recurrent_dropout: not supported with parallel=True"):
         rj.rnn(rj.min_gru(IN, H), parallel=True, recurrent_dropout=0.1)
