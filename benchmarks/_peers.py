@@ -5,7 +5,9 @@ Every builder takes ``(kind, size, mode)`` with ``kind`` in ``lstm | gru | elman
 completion (``block_until_ready`` / torch's synchronous CPU ops), or ``None`` when the library
 has no such cell. ``train`` is forward + backward over the whole sequence (gradients of
 ``mean(ys**2)`` with respect to all weights); ``infer`` is the forward pass alone. Data is
-time-major ``[T, B, I]`` everywhere, float32.
+time-major ``[T, B, I]`` everywhere, float32. ``rnnjax_entry`` also takes the cell's precision
+policy (``dtype``) and ``torch_entry`` a device (``"cuda"`` waits for the device after each
+step); their defaults are what ``bench.py`` runs.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ def _mse(ys):
 # ---------------------------------------------------------------------------------- rnnjax
 
 
-def rnnjax_entry(kind: str, size: Size, mode: str):
+def rnnjax_entry(kind: str, size: Size, mode: str, *, dtype=None):
+    """``dtype``: the cells' product dtype (``jnp.bfloat16``: bf16 x bf16 accumulated in float32)."""
     import rnnjax as rj
 
-    cell = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman}[kind](size.inputs, size.hidden)
+    factory = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman}[kind]
+    cell = factory(size.inputs, size.hidden, dtype=dtype)
     params = cell.init(jax.random.key(0))
     carry = cell.initial_carry((size.batch,))
 
@@ -236,29 +240,33 @@ def haiku_entry(kind: str, size: Size, mode: str):
 # ---------------------------------------------------------------------------------- torch
 
 
-def _torch_runner(module, run: Callable, mode: str):
+def _torch_runner(module, run: Callable, mode: str, device: str = "cpu"):
     import torch
 
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if mode == "train":
         def step():
             module.zero_grad(set_to_none=True)
             (run() ** 2).mean().backward()
+            sync()
     else:
         def step():
             with torch.inference_mode():
                 run()
+            sync()
     return step
 
 
-def torch_entry(kind: str, size: Size, mode: str):
+def torch_entry(kind: str, size: Size, mode: str, *, device: str = "cpu"):
+    """``device="cuda"``: the module and data on the GPU (cuDNN's RNN kernels)."""
     import torch
 
     torch.manual_seed(0)
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[kind](
         size.inputs, size.hidden
-    )
-    xs = torch.from_numpy(_data(size))
-    return _torch_runner(module, lambda: module(xs)[0], mode)
+    ).to(device)
+    xs = torch.from_numpy(_data(size)).to(device)
+    return _torch_runner(module, lambda: module(xs)[0], mode, device)
 
 
 def torch_deep_bi(size: Size, mode: str):
