@@ -22,7 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._checks import check_array, check_batch_shape, check_float, check_int, check_shape, check_sizes, steps_mask
+from rnnjax._checks import (
+    check_array,
+    check_batch_shape,
+    check_float,
+    check_int,
+    check_shape,
+    check_sizes,
+    steps_mask,
+)
 from rnnjax.cells import Cell
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
 

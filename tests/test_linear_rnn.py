@@ -46,7 +46,7 @@ def assert_close(a, b, atol=1e-5, rtol=1e-5):
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     assert ta == tb, (ta, tb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=rtol)
 
 
@@ -161,7 +161,7 @@ def _loss_both(step, parallel, params, carry, xs, lengths, reverse, wkey):
     def loss(run, p, c, x):
         out = run(p, c, x)
         return sum(jnp.sum(jnp.real(o) * wt) + jnp.sum(jnp.imag(o) * wt * 0.5)
-                   for o, wt in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ws)))
+                   for o, wt in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ws), strict=True))
 
     def seq(p, c, x):
         return rj.scan(step, p, c, x, lengths=lengths, reverse=reverse)
@@ -171,7 +171,7 @@ def _loss_both(step, parallel, params, carry, xs, lengths, reverse, wkey):
 
     @jax.jit
     def both(p, c, x):
-        return [(run(p, c, x), jax.grad(lambda *a: loss(run, *a), argnums=(0, 1, 2))(p, c, x)) for run in (seq, par)]
+        return [(run(p, c, x), jax.grad(lambda *a, run=run: loss(run, *a), argnums=(0, 1, 2))(p, c, x)) for run in (seq, par)]
 
     return both(params, carry, xs)
 
