@@ -494,3 +494,26 @@ def test_deer_argument_errors(key):
         rj.deer_scan(step, p, (), xs)
     with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 5\]"):
         rj.deer_scan(step, p, h0, xs, lengths=jnp.array([0, 6]))
+
+
+@pytest.mark.parametrize("name", ["lru", "rg_lru", "selective_ssm", "mlstm"])
+def test_rnn_parallel_runs_each_registered_parallel_form(name):
+    """rnn(cell, parallel=True) takes the cell's parallel form from the registry: equal to the
+    sequential layer (values and gradients) with lengths, in both directions."""
+    cell = getattr(rj, name)(IN, H)
+    params = cell.init(jax.random.key(5))
+    xs = jax.random.normal(jax.random.key(6), (9, B, IN))
+    lengths = jnp.array([9, 4])
+
+    def run(parallel, reverse):
+        model = rj.rnn(cell, parallel=parallel, reverse=reverse)
+        f = lambda p: model.apply(p, xs, lengths=lengths)
+        out, vjp = jax.vjp(f, params)
+        return out, vjp(jax.tree_util.tree_map(jnp.ones_like, out))
+
+    for reverse in (False, True):
+        seq, par = jax.jit(lambda: (run(False, reverse), run(True, reverse)))()
+        for a, b in zip(jax.tree_util.tree_leaves(seq), jax.tree_util.tree_leaves(par), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=2e-5)
+    with pytest.raises(ValueError, match="the slstm cell has no parallel form"):
+        rj.rnn(rj.slstm(IN, H), parallel=True)
