@@ -185,7 +185,7 @@ def _is_float(dtype: Any) -> bool:
 def _record(storable: Any, meta: dict) -> dict:
     """The integrity record of a save: every array's shape, dtype and CRC-32, the meta's CRC-32,
     and whether all values are finite. Computed from host copies before ``save`` returns."""
-    arrays, finite = {}, True
+    arrays, nonfinite = {}, []
     host = _host_arrays(storable)
     for path, x in jax.tree_util.tree_leaves_with_path(storable):
         if not hasattr(x, "shape"):
@@ -194,8 +194,9 @@ def _record(storable: Any, meta: dict) -> dict:
         a = host[name]
         arrays[name] = {"shape": list(x.shape), "dtype": str(jnp.dtype(x.dtype)), "crc32": None if a is None else _crc(a)}
         if a is not None and _is_float(a.dtype) and a.size and not np.isfinite(a).all():
-            finite = False
-    return {"format": 1, "checksum": "crc32", "finite": finite, "meta_crc32": _meta_crc(meta), "arrays": arrays}
+            nonfinite.append(name)
+    return {"format": 1, "checksum": "crc32", "finite": not nonfinite, "nonfinite": nonfinite,
+            "meta_crc32": _meta_crc(meta), "arrays": arrays}
 
 
 def _brief(e: BaseException) -> str:
@@ -402,6 +403,11 @@ class Checkpoints:
         with a warning, marked as such: it does not count towards ``max_to_keep`` and
         ``restore()`` without a step skips it.
         """
+        self._save(state, step, meta, finite_only=False)
+
+    def _save(self, state: Any, step: int | None, meta: dict | None, *, finite_only: bool) -> None:
+        """``save``; with ``finite_only`` a state holding NaN or Inf is a FloatingPointError
+        (nothing written) instead of a warning."""
         if step is None:
             if not hasattr(state, "step"):
                 raise ValueError("step: expected an int (the state has no .step field)")
@@ -431,6 +437,13 @@ class Checkpoints:
             )
         storable = _storable(state)
         record = _record(storable, meta)
+        if not record["finite"] and finite_only:
+            names = ", ".join(record["nonfinite"][:4]) + (" ..." if len(record["nonfinite"]) > 4 else "")
+            kept = self._listed()
+            raise FloatingPointError(
+                f"state: holds NaN or Inf (in {names}) at step {step}; it is not saved to {self.directory}, "
+                f"whose newest checkpoint ({f'step {kept[-1]}' if kept else 'none'}) is kept"
+            )
         if not record["finite"]:
             warnings.warn(
                 f"Checkpoints: the state saved as step {step} in {self.directory} holds NaN or Inf; it is "

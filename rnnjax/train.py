@@ -151,9 +151,14 @@ def _nonfinite_leaves(tree: Any, name: str) -> list[str]:
     """Paths (``name['w']``) of the floating-point leaves holding NaN/Inf (concrete ones only)."""
     bad = []
     for path, x in jax.tree_util.tree_leaves_with_path(tree):
-        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact) and not isinstance(x, jax.core.Tracer):
-            if not bool(jnp.all(jnp.isfinite(x))):
-                bad.append(name + jax.tree_util.keystr(path))
+        if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.inexact) or isinstance(x, jax.core.Tracer):
+            continue
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            finite = bool(jnp.all(jnp.isfinite(x)))  # on the devices (every process calls this)
+        else:
+            finite = bool(np.isfinite(np.asarray(x)).all())  # on the host: no compile per shape
+        if not finite:
+            bad.append(name + jax.tree_util.keystr(path))
     return bad
 
 
@@ -367,10 +372,10 @@ def fit(
     deleted or altered; see :class:`Checkpoints`) or holds NaN/Inf is skipped with a warning
     naming its step, the directory and what failed, moved aside (``<step>.damaged`` or
     ``<step>.nonfinite``) so that the run can save that step again, and the newest intact one
-    is restored. A state whose params or optimiser state are not finite is never saved: with
-    the train step's guard (the default) that cannot happen; without it
-    (``skip_nonfinite=False``) fit raises ``FloatingPointError`` at the save, and the
-    checkpoints already saved (all finite) stay.
+    is restored. A state holding NaN or Inf is never saved: with the train step's guard (the
+    default) that cannot happen; without it (``skip_nonfinite=False``) fit raises
+    ``FloatingPointError`` at the save, naming the leaves, and the checkpoints already saved
+    (all finite) stay.
 
     ``data(i)`` is the batch of step ``i``. Make it a function of ``i`` alone (e.g.
     :func:`chunk_stream`, or a batch drawn with ``jax.random.fold_in(key, i)``): then the data
@@ -467,14 +472,12 @@ def fit(
         checkpoints._note_log(log.path)
 
     def save(state, step):
-        if _nonfinite_leaves(state.params, "params") or _nonfinite_leaves(state.opt_state, "opt_state"):
-            kept = checkpoints.latest_step
-            raise FloatingPointError(
-                f"state: the params or optimiser state hold NaN or Inf after step {step}; not saved to "
-                f"{checkpoints.directory} (its newest checkpoint, {'step ' + str(kept) if kept is not None else 'none'}, "
-                "is kept). make_train_step's non-finite guard (skip_nonfinite=True) skips such steps"
-            )
-        checkpoints.save(state, step=step)
+        try:
+            checkpoints._save(state, step, None, finite_only=True)  # checks while checksumming
+        except FloatingPointError as e:
+            e.add_note("(make_train_step's non-finite guard, skip_nonfinite=True, skips the steps that would "
+                       "make params or optimiser state non-finite)")
+            raise
     with progress_bar(max(num_steps, start), initial=start, enabled=progress) as bar:
         for i in range(start, num_steps):
             state, metrics = train_step(state, data(i))
