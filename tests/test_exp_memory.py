@@ -131,14 +131,15 @@ def test_temporal_order_accuracy_measures_against_numpy():
     one-hot target) on logits made so that the two measures differ."""
     import jax.numpy as jnp
 
-    logits = np.array([[4.0, 0, 0, 0], [1.0, 0.9, 0, 0], [0, 0, 5.0, 0], [0, 3.0, 0, 0], [0.1, 0, 0, 0.2]])
-    labels = np.array([0, 0, 2, 2, 3])
+    logits = np.array([[4.0, 0, 0, 0], [1.0, 0.9, 0, 0], [0, 0, 5.0, 0], [0, 3.0, 0, 0], [0.1, 0, 0, 0.2],
+                       [0, 0, 0, 1.5]])  # the last: right, p = 0.6, 0.4 from its target (outside 0.3)
+    labels = np.array([0, 0, 2, 2, 3, 3])
     got = temporal_order.evaluate(lambda p, xs, lengths: p, (None, None, jnp.asarray(labels)), jnp.asarray(logits))
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     onehot = np.eye(4)[labels]
-    assert float(got["acc"]) == pytest.approx(np.mean(p.argmax(-1) == labels))  # 4 of 5
-    assert float(got["paper_acc"]) == pytest.approx(np.mean(np.all(np.abs(p - onehot) < 0.3, -1)))  # 2 of 5
-    assert float(got["ce"]) == pytest.approx(np.mean(-np.log(p[np.arange(5), labels])), rel=1e-5)
+    assert float(got["acc"]) == pytest.approx(np.mean(p.argmax(-1) == labels))  # 4 of 6
+    assert float(got["paper_acc"]) == pytest.approx(np.mean(np.all(np.abs(p - onehot) < 0.3, -1)))  # 2 of 6
+    assert float(got["ce"]) == pytest.approx(np.mean(-np.log(p[np.arange(6), labels])), rel=1e-5)
 
 
 @slow

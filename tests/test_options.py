@@ -74,12 +74,25 @@ def test_train_step_donate_false_keeps_the_incoming_state_usable():
 # ------------------------------------------------------------------ Checkpoints(async_save=False)
 
 
-def test_checkpoints_sync_save_is_on_disk_when_save_returns(tmp_path):
+def test_checkpoints_sync_save_is_on_disk_when_save_returns(tmp_path, monkeypatch):
     """With ``async_save=False`` the step is finished (Orbax's marker written) before ``save``
-    returns: another manager on the same folder lists and restores it, without any ``wait``."""
+    returns, in the calling thread: another manager on the same folder lists and restores it,
+    without any ``wait``. By default Orbax finishes the step in a background thread."""
+    import threading
+
+    import orbax.checkpoint as ocp
+
+    finishers, real_finalize = [], ocp.CheckpointManager._finalize
+
+    def finalize(self, *args, **kwargs):  # Orbax's last step of a save: writes the marker
+        finishers.append(threading.current_thread())
+        return real_finalize(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "_finalize", finalize)
     state = {"w": jnp.arange(4.0), "n": jnp.array(3)}
     ckpt = rj.Checkpoints(tmp_path, async_save=False)
     ckpt.save(state, step=7, meta={"note": "sync"})
+    assert finishers == [threading.current_thread()]
     assert (tmp_path / "7" / "_CHECKPOINT_METADATA").is_file()
     other = rj.Checkpoints(tmp_path)
     assert other.steps == [7]
@@ -88,6 +101,9 @@ def test_checkpoints_sync_save_is_on_disk_when_save_returns(tmp_path):
     assert int(restored["n"]) == 3 and meta == {"note": "sync"}
     other.close()
     ckpt.close()
+    with rj.Checkpoints(tmp_path / "async") as background:  # the default, for contrast
+        background.save(state, step=1)
+    assert len(finishers) == 2 and finishers[1] is not threading.current_thread()
     with pytest.raises(TypeError, match="async_save: expected a bool"):
         rj.Checkpoints(tmp_path, async_save="no")
 
@@ -153,14 +169,17 @@ def test_scan_full_unroll_matches_numpy_and_unrolls_every_step():
         np.testing.assert_allclose(np.asarray(h), h_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(ys), ys_ref, rtol=1e-5, atol=1e-6)
 
-    # a user's step (not a built-in, so the generic loop runs): True reaches lax.scan as a full unroll
+    # a user's step (not a built-in, so the generic loop runs): True reaches lax.scan as a full
+    # unroll, with and without lengths (two code paths)
     def step(p, h, x):
         return jnp.tanh(x @ p + h), h
 
     p = jnp.ones((3, 4))
-    unrolls = {u: _scan_unrolls(jax.make_jaxpr(lambda x, u=u: rj.scan(step, p, jnp.zeros((2, 4)), x, unroll=u))(
-        jnp.asarray(xs)).jaxpr) for u in (True, 1)}
-    assert unrolls == {True: [6], 1: [1]}
+    for lens in (None, jnp.asarray(lengths)):
+        unrolls = [_scan_unrolls(jax.make_jaxpr(
+            lambda x, u=u: rj.scan(step, p, jnp.zeros((2, 4)), x, lengths=lens, unroll=u))(jnp.asarray(xs)).jaxpr)
+            for u in (True, 1, 2)]
+        assert unrolls == [[6], [1], [2]], lens
     with pytest.raises(ValueError, match="unroll: expected an int >= 1 or True"):
         rj.scan(step, p, jnp.zeros((2, 4)), jnp.asarray(xs), unroll=False)
 
