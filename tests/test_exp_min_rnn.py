@@ -3,6 +3,12 @@
 The smoke run trains minGRU only (the other cells go through the same code with ``rj.scan``,
 as in the adding and char_lm smoke tests): 15-25 s, nearly all of it XLA compilation, so the
 two tests that read it are marked slow like the other experiments' smoke runs.
+
+The full run's comparison (min cells as reliable as GRU on the adding problem, behind it on the
+character model) cannot be shown at smoke size: T = 10 and 100 steps do not separate the cells,
+and 12,000 characters are too few for a language model to pass the n-grams. The smoke run is
+held to the tasks' baselines instead: test MSE under half of the 1/6 of always answering 1, and
+validation bits per character below the unigram's.
 """
 
 import json
