@@ -115,6 +115,28 @@ def check_resets(resets: Any, xs: Any):
     return jnp.asarray(resets), shape[1:]
 
 
+def batch_major_axis(xs: Any, lengths: Any = None, *, name: str = "xs", feature_axes: int = 1) -> int:
+    """The time axis of a batch-major ``xs: [*batch, T, *features]`` (``time_major=False``).
+
+    The batch axes are those of ``lengths`` when given; otherwise every axis before the last
+    ``feature_axes + 1`` (one feature axis: ``[*batch, T, F]``; token ids: ``feature_axes=0``).
+    """
+    check_array(name, xs)
+    axis = np.ndim(lengths) if lengths is not None else xs.ndim - 1 - feature_axes
+    if not 0 <= axis < xs.ndim - feature_axes:
+        raise ValueError(
+            f"{name}: expected a batch-major shape [*batch, T{', F' if feature_axes else ''}] "
+            f"(time_major=False){' with *batch the axes of lengths' if lengths is not None else ''}, "
+            f"got {tuple(xs.shape)}"
+        )
+    return int(axis)
+
+
+def time_to(tree: Any, axis: int) -> Any:
+    """Move every leaf's leading time axis to ``axis`` (at most its last axis)."""
+    return jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, min(axis, jnp.ndim(a) - 1)), tree)
+
+
 def broadcast_lengths(lengths: Any, batch: tuple) -> Any:
     """``lengths: [*b]`` broadcast to ``[*batch]`` (``b`` a leading part of ``batch``)."""
     return jnp.broadcast_to(lengths.reshape(lengths.shape + (1,) * (len(batch) - lengths.ndim)), batch)

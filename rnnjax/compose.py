@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from rnnjax import _registry
 from rnnjax._checks import (
+    batch_major_axis,
     check_array,
     check_bool,
     check_int,
@@ -51,6 +52,7 @@ from rnnjax._checks import (
     check_step_output,
     check_xs,
     steps_mask,
+    time_to,
 )
 from rnnjax.cells import Cell, glorot_uniform
 from rnnjax.scan import flip_sequences, scan
@@ -157,6 +159,19 @@ def _zero_padding(ys: Array, lengths: Array | None) -> Array:
     mask = steps_mask(lengths, ys.shape[0])
     mask = mask.reshape(mask.shape + (1,) * (ys.ndim - mask.ndim))
     return jnp.where(mask, ys, jnp.zeros((), ys.dtype))
+
+
+def _batch_major(apply: Callable, time_major: bool) -> Callable:
+    """``apply`` reading and returning batch-major sequences when ``time_major`` is False."""
+    if check_bool("time_major", time_major):
+        return apply
+
+    def batch_major_apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
+        axis = batch_major_axis(xs, lengths)
+        carry, ys = apply(params, jnp.moveaxis(xs, axis, 0), lengths=lengths, carry=carry, train=train, key=key)
+        return carry, time_to(ys, axis)
+
+    return batch_major_apply
 
 
 def _dropout(key: Array, rate: float, x: Array) -> Array:
@@ -266,7 +281,8 @@ def _hidden_masks(carry: Any, key: Array, rate: float) -> Any:
 # ------------------------------------------------------------------------ one layer, stack
 
 
-def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, parallel: bool = False) -> SeqModel:
+def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, parallel: bool = False,
+        time_major: bool = True) -> SeqModel:
     """One recurrent layer over the whole sequence: ``rnnjax.scan`` of ``cell.step`` as a SeqModel.
 
     Args:
@@ -283,6 +299,10 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         (``rnnjax.min_rnn_parallel``), ``lru``, ``rg_lru`` and ``selective_ssm`` run an
         associative scan (depth O(log T)), ``mlstm`` its chunkwise form; other cells (``slstm``,
         the classic cells) have none and raise. Not with ``recurrent_dropout``.
+      time_major: False for a model whose ``apply`` reads ``xs: [*batch, T, I]`` and returns
+        ``ys: [*batch, T, H]`` (batch axes: those of ``lengths``, else all but the last two).
+        Set it on the outermost model only: the layers inside a ``deep`` or ``bidirectional``
+        model are called time-major.
 
     Returns:
       ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)``
@@ -333,7 +353,7 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
 
         return scan(step, params, carry, xs, lengths=lengths, reverse=reverse)
 
-    return SeqModel(cell.init, apply)
+    return SeqModel(cell.init, _batch_major(apply, time_major))
 
 
 def stack(*cells: Cell) -> Cell:
@@ -411,6 +431,7 @@ def deep(
     dropout: float = 0.0,
     residual: bool = False,
     recurrent_dropout: float = 0.0,
+    time_major: bool = True,
 ) -> SeqModel:
     """A layer-wise deep model: each layer runs over the whole sequence, then feeds the next.
 
@@ -432,6 +453,8 @@ def deep(
         input and output sizes must then match).
       recurrent_dropout: variational dropout on the recurrent hidden state of the layers given
         as ``Cell``s (see ``rnn``); a ``SeqModel`` layer keeps its own setting.
+      time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the layers inside are
+        called time-major.
 
     Returns:
       ``SeqModel``; params are a tuple and carries a ``StackedCarry``, one entry per layer, and
@@ -486,7 +509,7 @@ def deep(
             finals.append(c)
         return StackedCarry(finals), out
 
-    return SeqModel(init, apply)
+    return SeqModel(init, _batch_major(apply, time_major))
 
 
 _MERGES: dict[str, Callable[[Array, Array], Array]] = {
@@ -503,6 +526,7 @@ def bidirectional(
     *,
     merge: str | Callable[[Array, Array], Array] = "concat",
     recurrent_dropout: float = 0.0,
+    time_major: bool = True,
 ) -> SeqModel:
     """A bidirectional layer: ``fwd`` reads each sequence forwards, ``bwd`` backwards.
 
@@ -523,6 +547,8 @@ def bidirectional(
         function ``merge(y_fwd, y_bwd) -> y``.
       recurrent_dropout: variational recurrent dropout for the directions given as ``Cell``s
         (see ``rnn``).
+      time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the directions are
+        called time-major.
 
     Returns:
       ``SeqModel`` whose ``apply`` returns ``(BiCarry(fwd, bwd), ys)``: the forward carry after
@@ -585,31 +611,33 @@ def bidirectional(
         ys = merge_fn(ys_f, ys_b)  # [T, *batch, O]
         return BiCarry(c_f, c_b), _zero_padding(ys, lengths)
 
-    return SeqModel(init, apply)
+    return SeqModel(init, _batch_major(apply, time_major))
 
 
 # ------------------------------------------------------------------- sequence → vector, etc.
 
 
-def _pool_args(ys, lengths):
+def _pool_args(ys, lengths, time_major):
+    if not check_bool("time_major", time_major):
+        ys = jnp.moveaxis(ys, batch_major_axis(ys, lengths, name="ys"), 0)
     check_xs(ys, name="ys", floating=True)
     if lengths is None:
-        return None
-    return check_seq_lengths(lengths, ys)[0]
+        return ys, None
+    return ys, check_seq_lengths(lengths, ys)[0]
 
 
-def pool_last(ys: Array, lengths: Array | None = None) -> Array:
+def pool_last(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
     """Sequence → vector: each sequence's output at its last valid step.
 
-    ``ys: [T, *batch, H]`` → ``[*batch, H]``, the output at ``t = lengths - 1`` (zeros for an
-    empty sequence). For a forward RNN this is the final hidden state; for a bidirectional one
+    ``ys: [T, *batch, H]`` (``[*batch, T, H]`` with ``time_major=False``) → ``[*batch, H]``,
+    the output at ``t = lengths - 1`` (zeros for an empty sequence). For a forward RNN this is the final hidden state; for a bidirectional one
     it pairs the forward summary with a backward output that has seen only the last step, so
     prefer ``carry_hidden(carry)`` there.
 
     >>> pool_last(jnp.arange(4.0).reshape(4, 1, 1) * jnp.ones((4, 2, 1)), jnp.array([4, 2]))[:, 0]
     Array([3., 1.], dtype=float32)
     """
-    lengths = _pool_args(ys, lengths)
+    ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys[-1]
     idx = jnp.clip(lengths - 1, 0, ys.shape[0] - 1)  # [*batch]
@@ -619,7 +647,7 @@ def pool_last(ys: Array, lengths: Array | None = None) -> Array:
     return jnp.where(nonempty, last, jnp.zeros((), ys.dtype))
 
 
-def pool_mean(ys: Array, lengths: Array | None = None) -> Array:
+def pool_mean(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
     """Sequence → vector: mean of the outputs over each sequence's valid steps.
 
     ``ys: [T, *batch, H]`` → ``[*batch, H]``; zeros for an empty sequence.
@@ -627,7 +655,7 @@ def pool_mean(ys: Array, lengths: Array | None = None) -> Array:
     >>> pool_mean(jnp.arange(4.0).reshape(4, 1, 1) * jnp.ones((4, 2, 1)), jnp.array([4, 2]))[:, 0]
     Array([1.5, 0.5], dtype=float32)
     """
-    lengths = _pool_args(ys, lengths)
+    ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys.mean(axis=0)
     mask = steps_mask(lengths, ys.shape[0])
@@ -637,7 +665,7 @@ def pool_mean(ys: Array, lengths: Array | None = None) -> Array:
     return total / count.reshape(count.shape + (1,) * (total.ndim - count.ndim))
 
 
-def pool_max(ys: Array, lengths: Array | None = None) -> Array:
+def pool_max(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
     """Sequence → vector: elementwise max of the outputs over each sequence's valid steps.
 
     ``ys: [T, *batch, H]`` → ``[*batch, H]``; zeros for an empty sequence (so no ``-inf``
@@ -646,7 +674,7 @@ def pool_max(ys: Array, lengths: Array | None = None) -> Array:
     >>> pool_max(jnp.array([[[1.0], [5.0]], [[3.0], [9.0]]]), jnp.array([2, 1]))[:, 0]
     Array([3., 5.], dtype=float32)
     """
-    lengths = _pool_args(ys, lengths)
+    ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys.max(axis=0)
     mask = steps_mask(lengths, ys.shape[0])

@@ -16,6 +16,7 @@ from jax import lax
 
 from rnnjax import _registry
 from rnnjax._checks import (
+    batch_major_axis,
     broadcast_lengths,
     check_array,
     check_bool,
@@ -27,6 +28,7 @@ from rnnjax._checks import (
     check_xs,
     flip_valid,
     shape_str,
+    time_to,
     where_batch,
 )
 from rnnjax._fused import run_fused
@@ -43,6 +45,7 @@ def scan(
     lengths: Array | None = None,
     reverse: bool = False,
     unroll: int | bool = 1,
+    time_major: bool = True,
 ):
     """Run ``step`` over the time axis of ``xs`` with ``jax.lax.scan``.
 
@@ -58,6 +61,9 @@ def scan(
       reverse: run each sequence from its own last valid step back to step 0; ``ys`` stays in
         input order (``ys[t]`` belongs to ``xs[t]``).
       unroll: passed to ``lax.scan`` (an int >= 1, or True for a full unroll).
+      time_major: False for batch-major ``xs: [*batch, T, I]`` and ``ys: [*batch, T, H]`` (the
+        batch axes are those of ``lengths``; without lengths, all axes before the last two).
+        The time axis is moved to the front and back at the boundary; the loop is the same.
 
     Returns:
       ``(carry, ys)`` with ``ys: [T, *batch, H]`` (or whatever pytree the step outputs, stacked).
@@ -75,6 +81,11 @@ def scan(
     ((5, 2, 4), 0.0)
     """
     _check_step(step)
+    if not check_bool("time_major", time_major):
+        axis = batch_major_axis(xs, lengths)
+        carry, ys = scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
+                         unroll=unroll)
+        return carry, time_to(ys, axis)
     check_xs(xs)
     check_bool("reverse", reverse)
     if not (unroll is True or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
@@ -113,11 +124,11 @@ def scan(
     return lax.scan(masked, carry, (xs, jnp.arange(num_steps)), reverse=reverse, unroll=unroll)
 
 
-def flip_sequences(xs: Array, lengths: Array | None = None) -> Array:
+def flip_sequences(xs: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
     """Reverse each sequence's valid prefix along time; padding stays where it is.
 
     ``xs: [T, *batch, ...]``, ``lengths: [*batch]`` (all ``T`` when None). Applying it twice
-    gives ``xs`` back.
+    gives ``xs`` back. ``time_major=False``: ``xs: [*batch, T, ...]`` (see ``rnnjax.scan``).
 
     >>> flip_sequences(jnp.arange(4)[:, None, None] * jnp.ones((4, 2, 1)), jnp.array([4, 2]))[:, :, 0]
     Array([[3., 1.],
@@ -125,6 +136,9 @@ def flip_sequences(xs: Array, lengths: Array | None = None) -> Array:
            [1., 2.],
            [0., 3.]], dtype=float32)
     """
+    if not check_bool("time_major", time_major):
+        axis = batch_major_axis(xs, lengths)
+        return jnp.moveaxis(flip_sequences(jnp.moveaxis(xs, axis, 0), lengths), 0, axis)
     check_array("xs", xs)
     if xs.ndim < 1 or xs.shape[0] == 0:
         raise ValueError(f"xs: expected shape [T, ...] with T >= 1, got {tuple(xs.shape)}")
@@ -157,6 +171,7 @@ def truncated_scan(
     *,
     truncate: int | None = None,
     resets: Array | None = None,
+    time_major: bool = True,
 ):
     """``rnnjax.scan`` with gradients truncated every ``truncate`` steps, and carry resets.
 
@@ -181,6 +196,8 @@ def truncated_scan(
       xs: ``[T, *batch, I]``.
       truncate: chunk length ``k >= 1`` of the truncated backward pass, or None (no truncation).
       resets: optional ``[T, *batch]`` bool.
+      time_major: False for batch-major ``xs: [*batch, T, I]``, ``resets: [*batch, T]`` and
+        ``ys`` (see ``rnnjax.scan``).
 
     Returns:
       ``(carry, ys)`` as ``rnnjax.scan``.
@@ -192,6 +209,12 @@ def truncated_scan(
     (8, 4, 3)
     """
     _check_step(step)
+    if not check_bool("time_major", time_major):
+        axis = batch_major_axis(xs, None if resets is None else np.zeros(np.shape(resets)[:-1]))
+        if resets is not None:
+            resets = jnp.moveaxis(jnp.asarray(resets), -1, 0)
+        carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate, resets=resets)
+        return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("truncate", truncate, allow_none=True)
     num_steps = xs.shape[0]
@@ -257,6 +280,7 @@ def remat_scan(
     lengths: Array | None = None,
     reverse: bool = False,
     segment: int | None = None,
+    time_major: bool = True,
 ):
     """``rnnjax.scan`` with gradient checkpointing: same values and gradients, less memory.
 
@@ -271,6 +295,7 @@ def remat_scan(
         ``lengths: [*batch]``; padding holds the carry and outputs zeros; ``reverse`` runs each
         sequence from its own last valid step).
       segment: steps per rematerialised segment (``>= 1``).
+      time_major: False for batch-major ``xs``/``ys`` (see ``rnnjax.scan``).
 
     Returns:
       ``(carry, ys)`` exactly as ``rnnjax.scan``.
@@ -282,6 +307,11 @@ def remat_scan(
     (3, 12)
     """
     _check_step(step)
+    if not check_bool("time_major", time_major):
+        axis = batch_major_axis(xs, lengths)
+        carry, ys = remat_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
+                               segment=segment)
+        return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("segment", segment, allow_none=True)
     check_bool("reverse", reverse)

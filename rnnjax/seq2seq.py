@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._checks import check_bool, check_int, check_key, check_lengths
+from rnnjax._checks import check_array, check_bool, check_int, check_key, check_lengths
 from rnnjax.attention import Attention, attend, check_attention
 from rnnjax.cells import Cell
 from rnnjax.compose import DenseParams, SeqModel, carry_hidden, dense, dense_init, rnn
@@ -70,6 +70,17 @@ def _check_tokens(name: str, tokens: Any, vocab_size: int) -> Array:
     return tokens
 
 
+def _time_first(name: str, tokens: Any, time_major: bool) -> Any:
+    """Token ids ``[*batch, T]`` (``time_major=False``) as ``[T, *batch]``."""
+    if time_major:
+        return tokens
+    tokens = jnp.asarray(tokens) if isinstance(tokens, (list, tuple)) else tokens
+    check_array(name, tokens)
+    if tokens.ndim < 1:
+        raise ValueError(f"{name}: expected token ids of shape [*batch, T] (time_major=False), got {tuple(tokens.shape)}")
+    return jnp.moveaxis(tokens, -1, 0)
+
+
 def seq2seq(
     encoder: Cell | SeqModel,
     decoder: Cell,
@@ -78,6 +89,7 @@ def seq2seq(
     tgt_vocab: int,
     embed_size: int,
     attention: Attention | None = None,
+    time_major: bool = True,
 ) -> Seq2Seq:
     """A token-to-token encoder–decoder, with attention or with a single context vector.
 
@@ -105,6 +117,8 @@ def seq2seq(
       embed_size: size of both embedding tables.
       attention: an ``Attention`` whose query size is the decoder's hidden size and key size
         ``K``; None for the context-vector model.
+      time_major: False for batch-major token ids ``src: [*batch, S]``, ``tgt_in: [*batch, T]``
+        and outputs ``logits: [*batch, T, V]``, ``weights: [*batch, T, S]``.
 
     Returns:
       ``Seq2Seq(init, encode, step, apply)``. Sizes are checked at ``init``: a decoder or
@@ -133,7 +147,9 @@ def seq2seq(
         check_attention(attention)
     enc = rnn(encoder) if isinstance(encoder, Cell) else encoder
 
-    def encode(params, src, *, lengths=None, train=False, key=None):
+    check_bool("time_major", time_major)
+
+    def encode_tm(params, src, *, lengths=None, train=False, key=None):
         src = _check_tokens("src", src, src_vocab)
         batch, num_src = tuple(src.shape[1:]), src.shape[0]
         check_bool("train", train)
@@ -174,7 +190,7 @@ def seq2seq(
         carry, logits, _ = decode_step(params, state.carry, emb, state.memory, state.keys, state.lengths)
         return state._replace(carry=carry), logits
 
-    def apply(params, src, tgt_in, *, src_lengths=None, train=False, key=None):
+    def apply_tm(params, src, tgt_in, *, src_lengths=None, train=False, key=None):
         tgt_in = _check_tokens("tgt_in", tgt_in, tgt_vocab)
         src_arr = jnp.asarray(src) if isinstance(src, (list, tuple)) else src
         if hasattr(src_arr, "shape") and tuple(tgt_in.shape[1:]) != tuple(src_arr.shape[1:]):
@@ -182,7 +198,7 @@ def seq2seq(
                 f"tgt_in: expected shape [T, *batch] with *batch = {tuple(src_arr.shape[1:])} from src, "
                 f"got {tuple(tgt_in.shape)}"
             )
-        state = encode(params, src, lengths=src_lengths, train=train, key=key)
+        state = encode_tm(params, src, lengths=src_lengths, train=train, key=key)
         embs = embedding_lookup(params.tgt_embed, tgt_in)  # [T, *batch, E]
 
         def body(carry, emb):
@@ -191,6 +207,16 @@ def seq2seq(
 
         _, (logits, weights) = lax.scan(body, state.carry, embs)
         return logits, weights  # [T, *batch, V], [T, *batch, S]
+
+    def encode(params, src, *, lengths=None, train=False, key=None):
+        return encode_tm(params, _time_first("src", src, time_major), lengths=lengths, train=train, key=key)
+
+    def apply(params, src, tgt_in, *, src_lengths=None, train=False, key=None):
+        logits, weights = apply_tm(params, _time_first("src", src, time_major), _time_first("tgt_in", tgt_in, time_major),
+                                   src_lengths=src_lengths, train=train, key=key)
+        if time_major:
+            return logits, weights
+        return jnp.moveaxis(logits, 0, -2), jnp.moveaxis(weights, 0, -2)  # [*batch, T, V], [*batch, T, S]
 
     def draw(key, context_size, hidden_size):
         k_src, k_enc, k_tgt, k_dec, k_att, k_out = jax.random.split(key, 6)
@@ -207,7 +233,7 @@ def seq2seq(
         """``(K, H)`` from shapes alone; a decoder or attention that does not fit raises here."""
         probe = jax.eval_shape(lambda k: draw(k, 1, 1)._replace(out=None), key)
         try:
-            state = jax.eval_shape(lambda p: encode(p, jnp.zeros((1, 1), jnp.int32)), probe)
+            state = jax.eval_shape(lambda p: encode_tm(p, jnp.zeros((1, 1), jnp.int32)), probe)
         except (ValueError, TypeError) as e:
             e.add_note(
                 "(raised by seq2seq.init checking the parts on a probe batch of one one-token source "
