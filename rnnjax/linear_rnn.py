@@ -215,13 +215,16 @@ def _check_lru(params: LRUParams, h: Any, x: Any) -> tuple:
 
 def _lru_lambda(params: LRUParams) -> Array:
     """``λ = exp(-exp(ν) + i exp(θ))``, ``[N]`` complex."""
-    return jnp.exp(jax.lax.complex(-jnp.exp(params.nu_log), jnp.exp(params.theta_log)))
+    f = jnp.promote_types(params.nu_log.dtype, jnp.float32)  # complex numbers need >= 32 bits
+    return jnp.exp(jax.lax.complex(-jnp.exp(params.nu_log.astype(f)), jnp.exp(params.theta_log.astype(f))))
 
 
 def _lru_input(params: LRUParams, x: Array) -> Array:
     """``γ ⊙ (x B)``, ``[*, N]`` complex."""
     gamma = jnp.exp(params.gamma_log)
-    return jax.lax.complex(gamma * (x @ params.b_re), gamma * (x @ params.b_im))
+    re, im = gamma * (x @ params.b_re), gamma * (x @ params.b_im)
+    f = jnp.promote_types(re.dtype, jnp.float32)
+    return jax.lax.complex(re.astype(f), im.astype(f))
 
 
 def _lru_output(params: LRUParams, h: Array, x: Array) -> Array:

@@ -408,3 +408,23 @@ def test_composes_with_deep_bidirectional_stack_and_greedy(name):
         tok = jnp.argmax(logits, -1)
         expected.append(tok)
     np.testing.assert_array_equal(tokens, jnp.stack(expected))
+
+
+def test_steps_under_vmap_and_with_16_bit_params():
+    """vmap of the batch-free step equals the batched step; bfloat16 params next to a float32
+    carry keep the carry's dtype and stay close to the float32 result."""
+    x = normal(8, (3, 4))
+    for name, make in sorted(COMPOSE.items()):
+        cell = make(4, 4)
+        params = rand_tree(jax.eval_shape(cell.init, jax.random.key(0)), 9, 0.3)
+        carry = rand_tree(cell.initial_carry((3,)), 10, 0.3)
+        if isinstance(carry, xl.SLSTMState):
+            carry = carry._replace(n=jnp.abs(carry.n) + 0.5)
+        batched = cell.step(params, carry, x)
+        mapped = jax.vmap(cell.step, in_axes=(None, 0, 0))(params, carry, x)
+        assert_close(mapped, batched, atol=1e-6)
+        low = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+        new, y = cell.step(low, carry, x)
+        assert jax.tree_util.tree_map(lambda a: a.dtype, new) == jax.tree_util.tree_map(lambda a: a.dtype, carry), name
+        assert y.dtype == jnp.float32, name
+        np.testing.assert_allclose(np.asarray(y), np.asarray(batched[1]), atol=0.05, err_msg=name)
