@@ -216,12 +216,15 @@ class _FinishedStepsOnly(ocp_path.step.NameFormat):
     step, so it is never listed, restored or deleted."""
 
     standard: Any = dataclasses.field(default_factory=ocp_path.step.standard_name_format)
+    # steps being set aside: not steps any more, even before process 0 has moved them
+    hidden: set = dataclasses.field(default_factory=set, compare=False, hash=False)
 
     def build_name(self, step: int) -> str:
         return self.standard.build_name(step)
 
     def find_all(self, base_path: Any) -> Iterator[Any]:
-        return (m for m in self.standard.find_all(base_path) if _is_step_folder(os.fspath(m.path)))
+        return (m for m in self.standard.find_all(base_path)
+                if m.step not in self.hidden and _is_step_folder(os.fspath(m.path)))
 
     def find_step(self, base_path: Any, step: int) -> Any:
         found = self.standard.find_step(base_path, step)
@@ -288,12 +291,15 @@ class Checkpoints:
         self._lock = _WriterLock(os.path.join(self.directory, f".rnnjax-writer-{self._process}.lock"))
         self._writing = False
         self._finite: dict[int, bool] = {}
+        names = _FinishedStepsOnly()
+        self._hidden = names.hidden  # steps set aside (renamed by process 0)
+        self._skipped: dict[int, str] = {}  # steps restore() passed over, and why
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None,  # deletion is done here: keep-last-N counts finite checkpoints only
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=False,  # a reader must not delete a running writer's save
             create=True,
-            step_name_format=_FinishedStepsOnly(),
+            step_name_format=names,
         )
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
@@ -304,7 +310,7 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ listing, locking
 
-    def _listed(self) -> list[int]:
+    def _on_disk(self) -> list[int]:
         """Finished step folders on disk now, oldest first (not Orbax's cached list)."""
         try:
             names = os.listdir(self.directory)
@@ -313,6 +319,19 @@ class Checkpoints:
         return sorted(
             int(n) for n in names if n.isdigit() and str(int(n)) == n and _is_step_folder(os.path.join(self.directory, n))
         )
+
+    def _listed(self) -> list[int]:
+        """The steps: those on disk, less (for a writer) those that max_to_keep lets go and those
+        set aside, even before process 0 has removed them, so that every process of a
+        multi-process job sees the same steps."""
+        steps = [s for s in self._on_disk() if s not in self._hidden]
+        if not self._writing or self.max_to_keep is None:
+            return steps
+        good = [s for s in steps if self._is_finite(s)]
+        if len(good) <= self.max_to_keep:
+            return steps
+        cutoff = good[-self.max_to_keep]
+        return [s for s in steps if s >= cutoff]
 
     def _settle(self) -> None:
         """Wait for a pending save; then, as the writer, delete what max_to_keep lets go."""
@@ -383,7 +402,7 @@ class Checkpoints:
     def _prune(self) -> None:
         if self.max_to_keep is None or self._process != 0:
             return
-        steps = self._listed()
+        steps = [s for s in self._on_disk() if s not in self._hidden]
         good = [s for s in steps if self._is_finite(s)]
         if len(good) <= self.max_to_keep:
             return
@@ -424,13 +443,15 @@ class Checkpoints:
             raise TypeError(f"meta: expected a JSON-serialisable dict, got {meta!r:.200} ({e})") from None
         self._claim()
         self._settle()  # the previous save is complete, and old checkpoints are deleted
+        if step in self._skipped and step in self._on_disk():
+            self._set_aside(step, self._skipped.pop(step), stacklevel=4)  # restore() passed it over
         if step in self._listed():
             raise ValueError(
                 f"step: a checkpoint for step {step} already exists in {self.directory}; "
                 f"checkpoints are never overwritten"
             )
         target = os.path.join(self.directory, _FinishedStepsOnly().build_name(step))
-        if os.path.lexists(target):
+        if os.path.lexists(target) and step not in self._hidden:  # hidden: process 0 moves it aside
             raise ValueError(
                 f"step: {target} already exists and is not a checkpoint; a checkpoint of step {step} "
                 f"would replace it (move it away, or use another directory)"
@@ -456,6 +477,7 @@ class Checkpoints:
         )
         self.manager.save(step, args=args, force=True)
         self._finite[step] = record["finite"]
+        self._hidden.discard(step)
         if not self.async_save:
             self._settle()
 
@@ -571,6 +593,7 @@ class Checkpoints:
             except CheckpointIntegrityError as e:
                 skipped.append((step, e.what))
                 continue
+            self._skipped.update(skipped)
             if skipped:
                 why = "; ".join(f"step {s}: {w}" for s, w in skipped)
                 warnings.warn(
@@ -624,13 +647,23 @@ class Checkpoints:
             return None
         state, _, step, skipped = self._restore_newest(template)
         for s, why in skipped:
-            kind = "nonfinite" if why == "it holds NaN or Inf" else "damaged"
-            aside = self._remove(s, suffix=kind)
-            warnings.warn(f"Checkpoints: moved the skipped checkpoint of step {s} aside to {aside}",
-                          RuntimeWarning, stacklevel=3)
-        if skipped:
-            self.manager.reload()
+            self._skipped.pop(s, None)
+            self._set_aside(s, why, stacklevel=4)
         return state, step
+
+    def _set_aside(self, step: int, why: str, *, stacklevel: int) -> None:
+        """Move a checkpoint that restore passed over out of the way (``<step>.damaged`` or
+        ``<step>.nonfinite``, kept for inspection), so that its step can be saved again; other
+        processes only stop listing it."""
+        self._hidden.add(step)
+        if self._process != 0:
+            self.manager.reload()  # Orbax forgets it too
+            return
+        aside = self._remove(step, suffix="nonfinite" if why == "it holds NaN or Inf" else "damaged")
+        self._hidden.discard(step)
+        self.manager.reload()
+        warnings.warn(f"Checkpoints: moved the skipped checkpoint of step {step} aside to {aside} ({why})",
+                      RuntimeWarning, stacklevel=stacklevel)
 
     def _wrote_log(self, path: str) -> bool:
         try:
