@@ -16,6 +16,7 @@ that keeps every exponential at most 1: the carry stores ``C e^{-m}``, ``n e^{-m
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -192,7 +193,12 @@ def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
     ((5, 2, 4, 4), (5, 8))
     """
     heads, d, _ = _check_mlstm(params, carry, x)
-    q, k, v, i_tilde, log_f = _mlstm_inputs(params, x, heads, d)
+    new, h_tilde = _mlstm_memory(carry, *_mlstm_inputs(params, x, heads, d))
+    return new, _mlstm_out(params, h_tilde, x).astype(carry.C.dtype)
+
+
+def _mlstm_memory(carry: MLSTMState, q, k, v, i_tilde, log_f):
+    """The memory update and readout of one step, shared by ``mlstm_step`` and the blocks."""
     m_new = jnp.maximum(log_f + carry.m, i_tilde)
     i_gate = jnp.exp(i_tilde - m_new)
     f_gate = jnp.exp(log_f + carry.m - m_new)
@@ -200,9 +206,8 @@ def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
     n_new = f_gate[..., None] * carry.n + i_gate[..., None] * k
     num = jnp.einsum("...ab,...b->...a", c_new, q)
     den = jnp.maximum(jnp.abs(jnp.sum(n_new * q, axis=-1)), jnp.exp(-m_new))
-    y = _mlstm_out(params, num / den[..., None], x)
     new = MLSTMState(c_new.astype(carry.C.dtype), n_new.astype(carry.n.dtype), m_new.astype(carry.m.dtype))
-    return new, y.astype(carry.C.dtype)
+    return new, num / den[..., None]
 
 
 def _mlstm_chunk(state: MLSTMState, chunk):
@@ -269,13 +274,35 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
                 f"lengths: expected shape [{', '.join(map(str, batch))}] (the batch axes of xs), "
                 f"got {tuple(lengths.shape)}"
             )
+    return _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size)
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size):
     num_steps = xs.shape[0]
+    heads = params.w_i.shape[1]
+    d = params.w_q.shape[1] // heads
     if lengths is not None:
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
     if reverse:
         xs = flip_sequences(xs, lengths)
-    dtype = jnp.result_type(xs, carry.C, params.w_q)
-    q, k, v, i_tilde, log_f = (a.astype(dtype) for a in _mlstm_inputs(params, xs, heads, d))
+    final, h_tilde = _mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d), lengths, chunk_size)
+    ys = _mlstm_out(params, h_tilde, xs)
+    if lengths is not None:
+        mask = steps_mask(lengths, num_steps)[..., None]
+        ys = jnp.where(mask, ys, jnp.zeros((), ys.dtype))
+    if reverse:
+        ys = flip_sequences(ys, lengths)
+    return final, ys.astype(carry.C.dtype)
+
+
+def _mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int):
+    """``(final carry, h̃ [T, *batch, heads, d])`` of the forward recurrence from
+    ``inputs = (q, k, v, ĩ, log f)`` (each ``[T, *batch, heads, ...]``), chunk by chunk."""
+    num_steps = inputs[0].shape[0]
+    batch = inputs[3].shape[1:-1]
+    dtype = jnp.result_type(*inputs, carry.C)
+    q, k, v, i_tilde, log_f = (a.astype(dtype) for a in inputs)
     chunk = min(chunk_size, num_steps)
     padded = -(-num_steps // chunk) * chunk
     valid = jnp.arange(padded).reshape((padded,) + (1,) * len(batch)) < (num_steps if lengths is None else lengths)
@@ -285,7 +312,7 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
         return jnp.pad(a, [(0, padded - num_steps)] + [(0, 0)] * (a.ndim - 1))
 
     q, k, v, i_tilde, log_f = map(pad, (q, k, v, i_tilde, log_f))
-    i_tilde = jnp.where(valid, i_tilde, -jnp.inf)
+    i_tilde = jnp.where(valid, i_tilde, -jnp.inf)  # padding: i = 0, f = 1, the memory is held
     log_f = jnp.where(valid, log_f, jnp.zeros((), dtype))
 
     def chunks(a):
@@ -294,14 +321,8 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
     state0 = MLSTMState(*(a.astype(dtype) for a in carry))
     final, h_tilde = jax.lax.scan(_mlstm_chunk, state0, tuple(map(chunks, (q, k, v, i_tilde, log_f))))
     h_tilde = h_tilde.reshape((padded,) + h_tilde.shape[2:])[:num_steps]
-    ys = _mlstm_out(params, h_tilde, xs)
-    if lengths is not None:
-        mask = steps_mask(lengths, num_steps)[..., None]
-        ys = jnp.where(mask, ys, jnp.zeros((), ys.dtype))
-    if reverse:
-        ys = flip_sequences(ys, lengths)
-    final = MLSTMState(final.C.astype(carry.C.dtype), final.n.astype(carry.n.dtype), final.m.astype(carry.m.dtype))
-    return final, ys.astype(carry.C.dtype)
+    final = MLSTMState(*(a.astype(b.dtype) for a, b in zip(final, carry, strict=True)))
+    return final, h_tilde
 
 
 def _small_init(key, shape, dim, dtype):
