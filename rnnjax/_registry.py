@@ -65,6 +65,7 @@ _TABLE: dict[Callable, Builtin] = {
                               keywords=frozenset({"activation", "dtype"})),
     cells.lstm_step: Builtin("lstm", cells.LSTMParams, cells.LSTMState, fused=_fused.lstm_sequence,
                              diag_jacobian=cells.lstm_diag_jacobian, keywords=_DTYPE),
+    cells.lstm_proj_step: Builtin("lstm_proj", cells.LSTMProjParams, cells.LSTMState, keywords=_DTYPE),
     cells.peephole_lstm_step: Builtin("peephole_lstm", cells.PeepholeLSTMParams, cells.LSTMState, keywords=_DTYPE),
     cells.cifg_lstm_step: Builtin("cifg_lstm", cells.CIFGParams, cells.LSTMState, keywords=_DTYPE),
     cells.gru_step: Builtin("gru", cells.GRUParams, fused=_fused.gru_sequence,

@@ -28,7 +28,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_batch_shape, check_dtype, check_float, check_shape, check_sizes
+from rnnjax._checks import (
+    check_batch_shape,
+    check_dtype,
+    check_float,
+    check_int,
+    check_shape,
+    check_sizes,
+)
 
 Array = jax.Array
 Initializer = Callable[..., Array]  # (key, shape, dtype) -> Array, as in jax.nn.initializers
@@ -69,6 +76,15 @@ class LSTMParams(NamedTuple):
     w_ih: Array  # [I, 4H], gates i, f, g, o
     w_hh: Array  # [H, 4H]
     b: Array  # [4H]  (PyTorch's b_ih + b_hh)
+
+
+class LSTMProjParams(NamedTuple):
+    """LSTM with a recurrent projection (``lstm(..., proj_size=P)``)."""
+
+    w_ih: Array  # [I, 4H], gates i, f, g, o
+    w_hh: Array  # [P, 4H]  (the fed-back state is the projected h)
+    b: Array  # [4H]
+    w_hr: Array  # [H, P]  projection of o ⊙ tanh(c)
 
 
 class PeepholeLSTMParams(NamedTuple):
@@ -250,6 +266,55 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array, *, dtype=None):
     _check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     return _lstm_update(params, carry, x, dtype)
+
+
+def lstm_proj_step(params: LSTMProjParams, carry: LSTMState, x: Array, *, dtype=None):
+    """LSTM step with a recurrent projection (LSTMP), as ``torch.nn.LSTM(proj_size=P)``.
+
+    ::
+
+        i, f, g, o from x W_ih + h W_hh + b      (h: [*batch, P], gates [*batch, H] each)
+        c' = f ⊙ c + i ⊙ g                       h' = (o ⊙ tanh(c')) W_hr,   y = h'
+
+    Args:
+      params: ``LSTMProjParams(w_ih [I, 4H], w_hh [P, 4H], b [4H], w_hr [H, P])``.
+      carry: ``LSTMState(h [*batch, P], c [*batch, H])``.
+      x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
+
+    References: Sak, Senior & Beaufays 2014, "Long short-term memory recurrent neural network
+    architectures for large scale acoustic modeling".
+
+    >>> cell = lstm(input_size=3, hidden_size=5, proj_size=2)
+    >>> carry, y = lstm_proj_step(cell.init(jax.random.key(0)), cell.initial_carry((4,)), jnp.ones((4, 3)))
+    >>> carry.h.shape, carry.c.shape, y.shape
+    ((4, 2), (4, 5), (4, 2))
+    """
+    _check_params_type(params, LSTMProjParams)
+    _check_lstm_carry(carry)
+    check_float("x", x)
+    w_hr = params.w_hr
+    if w_hr.ndim != 2:
+        raise ValueError(f"params.w_hr: expected shape [H, P], got {tuple(w_hr.shape)}")
+    hidden, proj = w_hr.shape
+    check_shape("params.w_hh", params.w_hh, (proj, 4 * hidden), shown=(proj, f"4H = {4 * hidden}"))
+    check_shape("params.b", params.b, (4 * hidden,))
+    if params.w_ih.ndim != 2 or params.w_ih.shape[1] != 4 * hidden:
+        raise ValueError(f"params.w_ih: expected shape [I, {4 * hidden}] (4H with H = {hidden} from params.w_hr), "
+                         f"got {tuple(params.w_ih.shape)}")
+    if x.ndim < 1 or x.shape[-1] != params.w_ih.shape[0]:
+        raise ValueError(f"x: expected shape [*batch, {params.w_ih.shape[0]}] (input_size from params.w_ih), "
+                         f"got {tuple(x.shape)}")
+    batch = tuple(x.shape[:-1])
+    check_float("carry.h", carry.h)
+    check_shape("carry.h", carry.h, batch + (proj,), shown=(*batch, proj))
+    check_float("carry.c", carry.c)
+    check_shape("carry.c", carry.c, batch + (hidden,), shown=(*batch, hidden))
+    i, f, g, o = jnp.split(_lstm_preactivations(params, carry, x, dtype), 4, axis=-1)
+    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = matmul(jax.nn.sigmoid(o) * jnp.tanh(c), w_hr, dtype)
+    new = LSTMState(h.astype(carry.h.dtype), c.astype(carry.c.dtype))
+    return new, new.h
 
 
 def _peephole_update(params: PeepholeLSTMParams, carry: LSTMState, x: Array, dtype):
@@ -518,11 +583,18 @@ def lstm(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
+    proj_size: int | None = None,
+    w_hr_init: Initializer = glorot_uniform,
     param_dtype=jnp.float32,
     dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """LSTM cell (gates i, f, g, o); see ``lstm_step``.
+
+    With ``proj_size=P`` the hidden state is projected to ``P`` units before it is output and
+    fed back (``lstm_proj_step``, Sak et al. 2014, ``torch.nn.LSTM(proj_size=P)``): params
+    ``LSTMProjParams`` with ``w_hh [P, 4H]`` (orthogonal per gate block) and ``w_hr [H, P]``
+    (``w_hr_init``, Glorot-uniform), carry ``LSTMState(h [*batch, P], c [*batch, H])``.
 
     Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block;
     biases ``b_init`` plus ``forget_bias`` on the forget gate (Jozefowicz et al. 2015).
@@ -536,9 +608,34 @@ def lstm(
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     _check_precision(param_dtype, dtype, carry_dtype)
+    if proj_size is not None:
+        check_int("proj_size", proj_size)
+        return _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init,
+                          w_hr_init, param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(LSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype)
     return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(lstm_step, dtype))
+
+
+def _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init, w_hr_init,
+               param_dtype, dtype, carry_dtype) -> Cell:
+    def init(key):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        b = _gate_blocks(b_init, k3, (hidden_size,), 4, param_dtype)
+        if forget_bias:
+            b = b.at[hidden_size: 2 * hidden_size].add(jnp.asarray(forget_bias, param_dtype))
+        return LSTMProjParams(
+            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 4, param_dtype),
+            w_hh=_gate_blocks(w_hh_init, k2, (proj_size, hidden_size), 4, param_dtype),
+            b=b,
+            w_hr=_draw(w_hr_init, k4, (hidden_size, proj_size), param_dtype),
+        )
+
+    def initial_carry(batch_shape=()):
+        batch = check_batch_shape(batch_shape)
+        return LSTMState(jnp.zeros(batch + (proj_size,), carry_dtype), jnp.zeros(batch + (hidden_size,), carry_dtype))
+
+    return Cell(init, initial_carry, _policy_step(lstm_proj_step, dtype))
 
 
 def peephole_lstm(

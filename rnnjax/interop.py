@@ -3,7 +3,7 @@
 Each peer's recurrent layers are mapped onto the rnnjax cell that computes the same equations,
 with the gate order, weight orientation and bias placement translated exactly; where a peer
 computes something no rnnjax cell computes (Flax's ``MGUCell``, an LSTM with other gate
-functions, ``torch.nn.LSTM(proj_size=...)``), the call raises an error naming the option
+functions), the call raises an error naming the option
 instead of mapping it approximately.
 
 - PyTorch: ``from_torch(module)``; ``nn.RNN``/``LSTM``/``GRU`` give ``(deep SeqModel, params)``,
@@ -176,9 +176,9 @@ def _outputs_reversed(model):
 
 def _cell(kind: str, input_size: int, hidden_size: int, dtype, activation="tanh"):
     if kind == "elman":
-        return rj.elman(input_size, hidden_size, activation=activation, dtype=dtype)
+        return rj.elman(input_size, hidden_size, activation=activation, param_dtype=dtype)
     factory = {"lstm": rj.lstm, "gru": rj.gru, "gru_reset_before": rj.gru_reset_before}[kind]
-    return factory(input_size, hidden_size, dtype=dtype)
+    return factory(input_size, hidden_size, param_dtype=dtype)
 
 
 def _jnp(a, dtype=None):
@@ -223,13 +223,9 @@ def _torch_array(t):
     return t.numpy()
 
 
-def _torch_check_options(module) -> None:
-    proj = getattr(module, "proj_size", 0)
-    if proj:
-        raise NotImplementedError(
-            f"proj_size: torch.nn.LSTM(proj_size={proj}) (an LSTM with a recurrent projection) has "
-            "no rnnjax cell yet; use proj_size=0"
-        )
+def _torch_out_size(module) -> int:
+    """Features each direction outputs: ``proj_size`` for a projected LSTM, else ``hidden_size``."""
+    return getattr(module, "proj_size", 0) or module.hidden_size
 
 
 def _no_packed(model):
@@ -258,11 +254,15 @@ def _torch_layer_params(module, mode: str, suffix: str):
     if mode == "GRU":
         return rj.GRUParams(w_ih, w_hh, _jnp(b_ih), _jnp(b_hh))
     b = _jnp((_f32(b_ih) + _f32(b_hh)).astype(dtype))
+    if mode == "LSTM" and getattr(module, "proj_size", 0):
+        return rj.LSTMProjParams(w_ih, w_hh, b, _jnp(get("weight_hr").T))
     cls = rj.LSTMParams if mode == "LSTM" else rj.ElmanParams
     return cls(w_ih, w_hh, b)
 
 
-def _torch_cell(mode: str, input_size: int, hidden_size: int, dtype):
+def _torch_cell(mode: str, input_size: int, hidden_size: int, dtype, proj_size: int = 0):
+    if proj_size:
+        return rj.lstm(input_size, hidden_size, proj_size=proj_size, param_dtype=dtype)
     kind = {"RNN_TANH": "elman", "RNN_RELU": "elman", "LSTM": "lstm", "GRU": "gru"}[mode]
     return _cell(kind, input_size, hidden_size, dtype, "relu" if mode == "RNN_RELU" else "tanh")
 
@@ -283,7 +283,9 @@ def from_torch(module) -> tuple[Any, Any]:
     ``nn.RNNCell``, ``nn.LSTMCell`` and ``nn.GRUCell`` give ``(cell, params)`` of the matching
     rnnjax cell (``elman``, ``lstm``, ``gru``).
 
-    Params keep the module's dtype. ``nn.LSTM(proj_size > 0)`` raises ``NotImplementedError``.
+    Params keep the module's dtype. ``nn.LSTM(proj_size=P)`` gives ``rnnjax.lstm(...,
+    proj_size=P)`` layers (``LSTMProjParams`` with ``w_hr = weight_hr.T``; ``h_n`` is then
+    ``[L*D, B, P]``).
 
     >>> import torch
     >>> cell, params = from_torch(torch.nn.GRUCell(3, 4))
@@ -295,13 +297,13 @@ def from_torch(module) -> tuple[Any, Any]:
     if not layered:
         params = _torch_layer_params(module, mode, "")
         return _torch_cell(mode, module.input_size, module.hidden_size, params.w_ih.dtype), params
-    _torch_check_options(module)
     directions = 2 if module.bidirectional else 1
     layers, params = [], []
     for k in range(module.num_layers):
-        input_size = module.input_size if k == 0 else module.hidden_size * directions
+        input_size = module.input_size if k == 0 else _torch_out_size(module) * directions
         ps = [_torch_layer_params(module, mode, f"_l{k}" + ("_reverse" if d else "")) for d in range(directions)]
-        cells = [_torch_cell(mode, input_size, module.hidden_size, p.w_ih.dtype) for p in ps]
+        cells = [_torch_cell(mode, input_size, module.hidden_size, p.w_ih.dtype, getattr(module, "proj_size", 0))
+                 for p in ps]
         layers.append(rj.bidirectional(*cells) if directions == 2 else cells[0])
         params.append(rj.BiParams(*ps) if directions == 2 else ps[0])
     model = rj.deep(*layers, dropout=float(module.dropout))
@@ -314,13 +316,16 @@ def _torch_writes(module, mode: str, params, suffix: str, name: str, input_size:
     """Check ``params`` against the module's tensors ``*{suffix}``; the (tensor, array) pairs to copy."""
     hidden = module.hidden_size
     gates = _TORCH_GATES[mode]
-    cls = getattr(rj, _TORCH_PARAMS[mode])
+    proj = getattr(module, "proj_size", 0) if mode == "LSTM" else 0
+    cls = rj.LSTMProjParams if proj else getattr(rj, _TORCH_PARAMS[mode])
     peer = f"torch.nn.{type(module).__name__}"
     _check_type(name, params, cls, peer)
     _check_leaf(f"{name}.w_ih", params.w_ih, (input_size, gates * hidden),
                 f"weight_ih{suffix} of the module, transposed")
-    _check_leaf(f"{name}.w_hh", params.w_hh, (hidden, gates * hidden),
+    _check_leaf(f"{name}.w_hh", params.w_hh, (proj or hidden, gates * hidden),
                 f"weight_hh{suffix} of the module, transposed")
+    if proj:
+        _check_leaf(f"{name}.w_hr", params.w_hr, (hidden, proj), f"weight_hr{suffix} of the module, transposed")
     if mode == "GRU":
         biases = {"bias_ih": ("b_ih", params.b_ih), "bias_hh": ("b_hh", params.b_hh)}
     else:
@@ -333,6 +338,8 @@ def _torch_writes(module, mode: str, params, suffix: str, name: str, input_size:
             _check_zero(f"{name}.{field}", value, "the module has bias=False")
     writes = [(getattr(module, "weight_ih" + suffix), params.w_ih.T),
               (getattr(module, "weight_hh" + suffix), params.w_hh.T)]
+    if proj:
+        writes.append((getattr(module, "weight_hr" + suffix), params.w_hr.T))
     if module.bias:
         for torch_name, (_, value) in biases.items():
             target = getattr(module, torch_name + suffix)
@@ -354,7 +361,7 @@ def _torch_layered_entries(params, module, name: str = "params"):
         )
     entries = []
     for k, p in enumerate(params):
-        input_size = module.input_size if k == 0 else module.hidden_size * directions
+        input_size = module.input_size if k == 0 else _torch_out_size(module) * directions
         if directions == 2:
             if not isinstance(p, rj.BiParams):
                 raise TypeError(f"{name}[{k}]: expected BiParams(fwd, bwd) (the module is bidirectional), "
@@ -384,7 +391,6 @@ def to_torch(params, module):
     torch = _need("torch", "torch")
     mode, layered = _torch_mode(module, torch)
     if layered:
-        _torch_check_options(module)
         entries = _torch_layered_entries(params, module)
     else:
         entries = [(params, "", "params", module.input_size)]
@@ -467,14 +473,16 @@ def from_torch_carry(module, state):
             if x.ndim < 1 or x.shape[-1] != hidden:
                 raise ValueError(f"{name}: expected shape [*batch, {hidden}] (hidden_size), got {tuple(x.shape)}")
         return rj.LSTMState(hs, cs) if lstm else hs
-    _torch_check_options(module)
     directions = 2 if module.bidirectional else 1
     n = module.num_layers * directions
+    sizes = {"state[0]": (_torch_out_size(module), "proj_size" if getattr(module, "proj_size", 0) else "hidden_size"),
+             "state[1]": (hidden, "hidden_size"), "state": (hidden, "hidden_size")}
     for name, x in (("state[0]", hs), ("state[1]", cs)) if lstm else (("state", hs),):
-        if x.ndim < 2 or x.shape[0] != n or x.shape[-1] != hidden:
+        size, what = sizes[name]
+        if x.ndim < 2 or x.shape[0] != n or x.shape[-1] != size:
             raise ValueError(
-                f"{name}: expected shape [{n}, *batch, {hidden}] (num_layers * num_directions, batch, "
-                f"hidden_size), got {tuple(x.shape)}"
+                f"{name}: expected shape [{n}, *batch, {size}] (num_layers * num_directions, batch, "
+                f"{what}), got {tuple(x.shape)}"
             )
     one = (lambda i: rj.LSTMState(hs[i], cs[i])) if lstm else (lambda i: hs[i])
     layers = []

@@ -208,8 +208,8 @@ def test_torch_bad_input(torch):
     gru = torch.nn.GRU(IN, H)
     with pytest.raises(ValueError, match=r"params\[0\]\.b_hh: expected shape \(12,\) \(bias_hh_l0 of the module\)"):
         interop.to_torch((params[0]._replace(b_hh=jnp.zeros(5)),), gru)
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        interop.from_torch(torch.nn.LSTM(IN, H, proj_size=2))
+    with pytest.raises(TypeError, match="LSTMProjParams"):  # plain LSTM params into a projected LSTM
+        interop.to_torch(interop.from_torch(torch.nn.LSTM(IN, H))[1], torch.nn.LSTM(IN, H, proj_size=2))
     with pytest.raises(TypeError, match="module: expected torch.nn.RNN.*got Linear"):
         interop.from_torch(torch.nn.Linear(IN, H))
     module = torch.nn.LSTM(IN, H, num_layers=2)
