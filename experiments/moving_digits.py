@@ -7,14 +7,16 @@ Run:  python experiments/moving_digits.py            (full run)
 Data, generated (no download): scikit-learn's 8×8 handwritten digits (``load_digits``, 1797
 images, intensities scaled to [0, 1]) moving in a 16×16 frame, one digit per sequence, starting
 at a random position and moving one pixel per frame along each axis (a random diagonal), bouncing
-off the walls. Digits 0–1399 of the shuffled set make the training sequences (a fresh batch
-every step), the other 397 the test sequences (fixed, ``TEST_SIZE`` of them).
+off the walls, 8 frames a sequence. Digits 0–1399 of the shuffled set make the training
+sequences (a fresh batch of 8 every step, 400 steps, learning rate 5e-3), the other 397 the 128
+fixed test sequences.
 
 Models read frames ``1..t`` and predict frame ``t + 1`` (teacher-forced), every output through
 a 1×1 readout and a sigmoid, trained on the MSE with Adam and global-norm clipping at 1:
 
-* ConvLSTM / ConvGRU: one layer, 16 channels, 5×5 kernels (``conv_lstm(1, 16, (5, 5))``);
-* per-pixel LSTM: an LSTM with 16 units run at every pixel separately (the spatial axes as
+* ConvLSTM / ConvGRU: one layer, 8 channels, 3×3 kernels (``conv_lstm(1, 8, (3, 3))``; the
+  digit moves one pixel a frame, so a 3×3 neighbourhood sees where it comes from);
+* per-pixel LSTM: an LSTM with 8 units run at every pixel separately (the spatial axes as
   batch axes: it sees each pixel's own history only, not its neighbours);
 * copy: frame ``t`` as the prediction of frame ``t + 1``.
 
@@ -45,8 +47,8 @@ from experiments import common
 from rnnjax.conv_cells import conv_gru, conv_lstm
 
 FRAME, DIGIT = 16, 8
-CONFIG = dict(models=("conv_lstm", "conv_gru", "pixel_lstm"), frames=10, hidden=16, kernel=5, batch=16,
-              steps=600, lr=3e-3, clip=1.0, eval_every=100, test_size=256)
+CONFIG = dict(models=("conv_lstm", "conv_gru", "pixel_lstm"), frames=8, hidden=8, kernel=3, batch=8,
+              steps=400, lr=5e-3, clip=1.0, eval_every=100, test_size=128)
 SMOKE = dict(CONFIG, frames=6, hidden=4, kernel=3, batch=4, steps=40, eval_every=20, test_size=16)
 CONTEXT = 2  # frames seen before a prediction counts in the reported MSE
 TRAIN_DIGITS = 1400

@@ -52,7 +52,7 @@ def test_indrnn_adding_cell_uses_the_papers_bound_and_init():
     p1, p2 = cell.init(jax.random.key(0))
     bound = 2 ** (1 / T)
     assert 0 <= float(p1.u.min()) and float(p2.u.min()) >= 2 ** (-1 / T) and float(p2.u.max()) <= bound
-    assert float(np.abs(p1.w_ih).max()) <= indrnn_adding.INPUT_SCALE
+    assert float(np.abs(p2.w_ih).max()) <= indrnn_adding.INPUT_SCALE < float(np.abs(p1.w_ih).max())
     with pytest.raises(ValueError, match="cell: expected 'indrnn' or 'lstm'"):
         indrnn_adding.make_cell("gru", 8, T)
 
