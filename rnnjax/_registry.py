@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rnnjax import _fused, cells, linear_rnn, xlstm
+from rnnjax import _fused, cells, conv_cells, linear_rnn, norm_cells, simple_cells, xlstm
 from rnnjax._parallel_scan import affine_recurrence
 
 
@@ -79,6 +79,17 @@ _TABLE: dict[Callable, Builtin] = {
                                  affine=cells.min_lstm_affine,
                                  parallel=functools.partial(affine_recurrence, cells.min_lstm_affine),
                                  keywords=_DTYPE),
+    # layer-norm, IndRNN, MGU (closed-form Jacobian diagonals for quasi-DEER), convolutional
+    norm_cells.layer_norm_lstm_step: Builtin("layer_norm_lstm", norm_cells.LayerNormLSTMParams, cells.LSTMState,
+                                             keywords=frozenset({"eps"})),
+    norm_cells.layer_norm_gru_step: Builtin("layer_norm_gru", norm_cells.LayerNormGRUParams,
+                                            keywords=frozenset({"eps"})),
+    simple_cells.indrnn_step: Builtin("indrnn", simple_cells.IndRNNParams, diag_jacobian=simple_cells.indrnn_diag_jacobian,
+                                      keywords=frozenset({"activation", "recurrent_max"})),
+    simple_cells.mgu_step: Builtin("mgu", simple_cells.MGUParams, diag_jacobian=simple_cells.mgu_diag_jacobian,
+                                   keywords=frozenset({"reset_gate"})),
+    conv_cells.conv_lstm_step: Builtin("conv_lstm", conv_cells.ConvLSTMParams, cells.LSTMState),
+    conv_cells.conv_gru_step: Builtin("conv_gru", conv_cells.ConvGRUParams),
     # gated linear recurrences and xLSTM: a sequential step and a parallel form each (sLSTM: none)
     linear_rnn.lru_step: Builtin("lru", linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel),
     linear_rnn.rg_lru_step: Builtin("rg_lru", linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel),

@@ -424,7 +424,8 @@ def test_deer_affine_cell_converges_in_one_iteration(key):
 
 def test_closed_form_jacobian_diagonals(key):
     cells = [rj.elman(IN, H), rj.elman(IN, H, activation=jnp.sin),
-             rj.gru(IN, H), rj.lstm(IN, H), rj.min_gru(IN, H), rj.min_lstm(IN, H)]
+             rj.gru(IN, H), rj.lstm(IN, H), rj.min_gru(IN, H), rj.min_lstm(IN, H),
+             rj.indrnn(IN, H), rj.indrnn(IN, H, activation="tanh"), rj.mgu(IN, H), rj.mgu(IN, H, reset_gate=False)]
     for cell in cells:
         params = jax.tree_util.tree_map(lambda a: a + 0.3 * jax.random.normal(key, a.shape),
                                         cell.init(key))  # non-zero biases
