@@ -29,9 +29,11 @@ def summary(results: dict) -> str:
 
 
 def full(results: dict) -> str:
-    """Every entry of every case."""
+    """Every entry of every case (a case with no entry measured has no table)."""
     out = []
     for case, c in results["cases"].items():
+        if not c["rows"]:
+            continue
         s = c["size"]
         out.append(f"**{case}** — B={s['batch']} T={s['steps']} I={s['inputs']} H={s['hidden']}, "
                    f"{c['gflop']:.2f} GFLOP\n")
@@ -64,8 +66,8 @@ def gpu_summary(results: dict) -> str:
         by_lib = {r["library"]: r for r in c["rows"]}
         f32, bf16 = by_lib.get("rnnjax"), by_lib.get("rnnjax bf16")
         peer = next((r for r in c["rows"] if not r["library"].startswith("rnnjax")), None)
-        speed = lambda ours: ("—" if ours is None or peer is None
-                              else f"**{peer['median_ms'] / ours['median_ms']:.2f}x**")
+        speed = lambda ours, peer=peer: ("—" if ours is None or peer is None
+                                         else f"**{peer['median_ms'] / ours['median_ms']:.2f}x**")
         agree = c.get("bf16_vs_f32")
         lines.append(
             f"| {case} | {_ms(f32)} | {_ms(bf16)} | {'—' if peer is None else peer['library']} | "

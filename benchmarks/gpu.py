@@ -134,7 +134,8 @@ def build_case(builders: dict, size: Size, kind: str, mode: str, deadline: float
                why_late: str) -> tuple[dict, dict, dict]:
     """Build and call each entry twice, until ``deadline``; returns (entries, first calls, info).
 
-    ``info`` holds ``second_call_s``, ``skipped`` (name -> reason) and the rnnjax outputs.
+    ``info`` holds ``second_call_s``, ``skipped`` (name -> reason) and, when both rnnjax
+    entries ran, ``bf16_vs_f32`` (their first calls' outputs compared, then let go).
     """
     entries, first, second, skipped, outputs = {}, {}, {}, {}, {}
     for name, build in builders.items():
@@ -154,7 +155,10 @@ def build_case(builders: dict, size: Size, kind: str, mode: str, deadline: float
         entries[name], first[name], second[name] = fn, t1 - t0, t2 - t1
         if name.startswith("rnnjax"):
             outputs[name] = out
-    return entries, first, {"second_call_s": second, "skipped": skipped, "outputs": outputs}
+    info = {"second_call_s": second, "skipped": skipped}
+    if "rnnjax" in outputs and "rnnjax bf16" in outputs:
+        info["bf16_vs_f32"] = agreement(outputs["rnnjax"], outputs["rnnjax bf16"])
+    return entries, first, info
 
 
 def rows_for(times: dict, flops: float, ceiling_gflops: float) -> list[dict]:
@@ -194,8 +198,7 @@ def markdown(results: dict) -> str:
             f"{', CUDA ' + str(info['torch_cuda']) if info.get('torch_cuda') else ''}"
             f"{', cuDNN ' + str(info['cudnn']) if info.get('cudnn') else ''}), "
             f"{results['elapsed_s']:.0f} s in all.")
-    measured = {**results, "cases": {k: c for k, c in results["cases"].items() if c["rows"]}}
-    return f"{head}\n\n{gpu_summary(results)}\n\n{full(measured)}"
+    return f"{head}\n\n{gpu_summary(results)}\n\n{full(results)}"
 
 
 def main(argv=None) -> dict:
@@ -270,12 +273,9 @@ def main(argv=None) -> dict:
     ceiling_gflops = max((v["best"] for v in results["ceiling_gflops"].values()), default=1.0)
     for case, (size, kind, mode, first, extra, times) in raw.items():
         flops = bench.layer_flops(size, bench.GATES[kind], mode)
-        outputs = extra.pop("outputs")
-        entry = {"size": size._asdict(), "kind": kind, "mode": mode, "gflop": flops / 1e9,
-                 "first_call_s": first, **extra, "rows": rows_for(times, flops, ceiling_gflops)}
-        if "rnnjax" in outputs and "rnnjax bf16" in outputs:
-            entry["bf16_vs_f32"] = agreement(outputs["rnnjax"], outputs["rnnjax bf16"])
-        results["cases"][case] = entry
+        results["cases"][case] = {
+            "size": size._asdict(), "kind": kind, "mode": mode, "gflop": flops / 1e9,
+            "first_call_s": first, **extra, "rows": rows_for(times, flops, ceiling_gflops)}
 
     results["elapsed_s"] = time.perf_counter() - start
     if hasattr(os, "getloadavg"):

@@ -190,10 +190,12 @@ def test_full_run_needs_a_gpu_and_repeats_at_least_one(capsys):
 
 @pytest.mark.slow
 def test_smoke_with_every_jax_peer(tmp_path):
-    """Each Flax and Equinox entry builds and runs in every case (rnnjax and torch: above)."""
+    """Each Flax and Equinox entry builds and runs for both cells and modes (rnnjax, torch: above)."""
     for package in ("flax", "equinox"):
         pytest.importorskip(package)
-    results, _ = _run(["--smoke", "--libs", "flax,equinox", "--out", str(tmp_path)])
+    results, _ = _run(["--smoke", "--libs", "flax,equinox", "--only", "lstm-H8-T5-train,gru-H8-T5-infer",
+                       "--out", str(tmp_path)])
+    assert list(results["cases"]) == ["lstm-H8-T5-train", "gru-H8-T5-infer"]
     for name, case in results["cases"].items():
         kind = name.split("-")[0]
         assert case["skipped"] == {}
