@@ -556,7 +556,8 @@ def elman(
 
 
 def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, forget_bias,
-                      w_ih_init, w_hh_init, b_init, dtype, extra=None):
+                      w_ih_init, w_hh_init, b_init, dtype, extra=None, recurrent_size=None):
+    """``init`` of an LSTM-like cell; ``recurrent_size`` is the fed-back state's (default ``H``)."""
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         b = _gate_blocks(b_init, k3, (hidden_size,), gates, dtype)
@@ -565,7 +566,7 @@ def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, f
             b = b.at[sl].add(jnp.asarray(forget_bias, dtype))
         fields = dict(
             w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), gates, dtype),
-            w_hh=_gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), gates, dtype),
+            w_hh=_gate_blocks(w_hh_init, k2, (recurrent_size or hidden_size, hidden_size), gates, dtype),
             b=b,
         )
         if extra:
@@ -619,17 +620,11 @@ def lstm(
 
 def _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init, w_hr_init,
                param_dtype, dtype, carry_dtype) -> Cell:
-    def init(key):
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        b = _gate_blocks(b_init, k3, (hidden_size,), 4, param_dtype)
-        if forget_bias:
-            b = b.at[hidden_size: 2 * hidden_size].add(jnp.asarray(forget_bias, param_dtype))
-        return LSTMProjParams(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 4, param_dtype),
-            w_hh=_gate_blocks(w_hh_init, k2, (proj_size, hidden_size), 4, param_dtype),
-            b=b,
-            w_hr=_draw(w_hr_init, k4, (hidden_size, proj_size), param_dtype),
-        )
+    def projection(key):
+        return {"w_hr": _draw(w_hr_init, key, (hidden_size, proj_size), param_dtype)}
+
+    init = _lstm_family_init(LSTMProjParams, input_size, hidden_size, 4, 1, forget_bias, w_ih_init, w_hh_init,
+                             b_init, param_dtype, extra=projection, recurrent_size=proj_size)
 
     def initial_carry(batch_shape=()):
         batch = check_batch_shape(batch_shape)
