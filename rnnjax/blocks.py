@@ -1,11 +1,12 @@
-"""The residual blocks of Mamba and Hawk, built from rnnjax cells and a few generic pieces.
+"""The residual blocks of Mamba, Hawk and xLSTM, built from rnnjax cells and a few generic pieces.
 
 Each block is a ``Cell`` of model width ``D`` (input and output ``[*batch, D]``), so it runs
 step by step (``rnnjax.scan``, ``stack``, the decoders) with a carry that holds its causal
 convolution's last inputs next to the recurrence's state, and stacks with ``deep`` like any
-cell. Each also has a whole-sequence form ``*_parallel(params, carry, xs, lengths, reverse)``
-with ``rnnjax.scan``'s semantics, evaluated with the cell's associative scan (``PARALLEL`` maps
-each block step to it).
+cell. The Mamba, Hawk and mLSTM blocks also have a whole-sequence form
+``*_parallel(params, carry, xs, lengths, reverse)`` with ``rnnjax.scan``'s semantics, evaluated
+with the cell's associative scan or chunkwise form (``PARALLEL`` maps each block step to it);
+the sLSTM block, like the sLSTM, runs step by step only.
 
 Generic pieces: ``rms_norm``, ``causal_conv_step`` / ``causal_conv`` (a causal depthwise 1-D
 convolution, step by step or over a whole sequence) and ``gated_mlp``.
@@ -33,6 +34,15 @@ from rnnjax.linear_rnn import (
     selective_ssm_step,
 )
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
+from rnnjax.xlstm import (
+    MLSTMState,
+    SLSTMParams,
+    SLSTMState,
+    _mlstm_chunkwise,
+    _mlstm_memory,
+    slstm,
+    slstm_step,
+)
 
 Array = jax.Array
 
@@ -41,8 +51,12 @@ __all__ = [
     "GatedMLPParams",
     "HawkBlockParams",
     "HawkBlockState",
+    "MLSTMBlockParams",
+    "MLSTMBlockState",
     "MambaBlockParams",
     "MambaBlockState",
+    "SLSTMBlockParams",
+    "SLSTMBlockState",
     "causal_conv",
     "causal_conv_step",
     "gated_mlp",
@@ -52,7 +66,12 @@ __all__ = [
     "mamba_block",
     "mamba_block_parallel",
     "mamba_block_step",
+    "mlstm_block",
+    "mlstm_block_parallel",
+    "mlstm_block_step",
     "rms_norm",
+    "slstm_block",
+    "slstm_block_step",
 ]
 
 
@@ -94,6 +113,41 @@ class HawkBlockParams(NamedTuple):
 class HawkBlockState(NamedTuple):
     conv: Array  # [*batch, K-1, R]
     rnn: Array  # [*batch, R]
+
+
+class MLSTMBlockParams(NamedTuple):
+    norm: Array  # [D] layer-norm scale
+    w_up: Array  # [D, 2E] up-projection to the mLSTM branch x_m and the gate branch z
+    conv: CausalConvParams  # w [K, E], b [E]
+    w_q: Array  # [E, E] queries from the convolved branch
+    w_k: Array  # [E, E] keys from the convolved branch
+    w_v: Array  # [E, E] values from x_m
+    w_i: Array  # [3E, heads] input gate from [q; k; v]
+    b_i: Array  # [heads]
+    w_f: Array  # [3E, heads] forget gate from [q; k; v]
+    b_f: Array  # [heads]
+    out_norm: Array  # [E] scale of the per-head layer norm of the memory readout
+    skip: Array  # [E] learnable skip from the convolved branch
+    w_down: Array  # [E, D]
+
+
+class MLSTMBlockState(NamedTuple):
+    conv: Array  # [*batch, K-1, E]
+    cell: MLSTMState  # C [*batch, heads, d, d], n [*batch, heads, d], m [*batch, heads]
+
+
+class SLSTMBlockParams(NamedTuple):
+    norm1: Array  # [D] layer-norm scale before the sLSTM
+    conv: CausalConvParams  # w [K, D], b [D]
+    cell: SLSTMParams  # input [c; h] (2D), hidden D: i, f read c, z, o read h
+    out_norm: Array  # [D] scale of the per-head layer norm of the sLSTM output
+    norm2: Array  # [D] layer-norm scale before the MLP
+    mlp: GatedMLPParams  # D -> M -> D
+
+
+class SLSTMBlockState(NamedTuple):
+    conv: Array  # [*batch, K-1, D]
+    cell: SLSTMState  # h, c, n, m [*batch, D]
 
 
 # ------------------------------------------------------------------------ generic pieces
@@ -464,7 +518,266 @@ def hawk_block(
     return Cell(init, initial_carry, hawk_block_step)
 
 
+# ---------------------------------------------------------------------------- xLSTM blocks
+
+
+def _layer_norm(x: Array, scale: Array, eps: float = 1e-5) -> Array:
+    """Bias-free layer norm over the last axis (xLSTM's norms have a scale and no bias)."""
+    mu = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + eps) * scale
+
+
+def _head_norm(h: Array, scale: Array, heads: int) -> Array:
+    """Layer norm of each head's ``d`` features separately (xLSTM's multi-head layer norm)."""
+    split = h.reshape(h.shape[:-1] + (heads, -1))
+    return _layer_norm(split, 1.0).reshape(h.shape) * scale
+
+
+def _mlstm_block_inputs(params: MLSTMBlockParams, xm: Array, c: Array):
+    heads = params.w_i.shape[1]
+    e = params.w_q.shape[1]
+    d = e // heads
+    split = c.shape[:-1] + (heads, d)
+    q, k, v = c @ params.w_q, c @ params.w_k, xm @ params.w_v
+    gate_in = jnp.concatenate([q, k, v], axis=-1)
+    i_tilde = gate_in @ params.w_i + params.b_i
+    log_f = jax.nn.log_sigmoid(gate_in @ params.w_f + params.b_f)
+    return q.reshape(split), (k / math.sqrt(d)).reshape(split), v.reshape(split), i_tilde, log_f
+
+
+def _mlstm_block_out(params: MLSTMBlockParams, x, h_tilde, c, z):
+    heads = params.w_i.shape[1]
+    h = _head_norm(h_tilde.reshape(h_tilde.shape[:-2] + (-1,)), params.out_norm, heads)
+    return x + ((h + params.skip * c) * jax.nn.silu(z)) @ params.w_down
+
+
+def _check_mlstm_block_carry(carry: Any) -> None:
+    _check_block_carry(carry, MLSTMBlockState)
+    _check_block_carry(carry.cell, MLSTMState)
+
+
+def mlstm_block_step(params: MLSTMBlockParams, carry: MLSTMBlockState, x: Array):
+    """One step of the xLSTM mLSTM block (pre up-projection).
+
+    ::
+
+        [x_m, z] = LayerNorm(x) W_up                      [E] each, E = 2D
+        c = silu(causal_conv(x_m))
+        q = c W_q    k = (c W_k) / √d    v = x_m W_v       per head, d = E / heads
+        ĩ = [q; k; v] w_i + b_i    log f = log σ([q; k; v] w_f + b_f)
+        h̃ = mLSTM memory(q, k, v, ĩ, f)                   as in rnnjax.mlstm_step, no output gate
+        out = x + ((HeadNorm(h̃) + skip ⊙ c) ⊙ silu(z)) W_down
+
+    Args:
+      params: ``MLSTMBlockParams(norm, w_up, conv, w_q, w_k, w_v, w_i, b_i, w_f, b_f, out_norm,
+        skip, w_down)``.
+      carry: ``MLSTMBlockState(conv [*batch, K-1, E], cell MLSTMState)``.
+      x: ``[*batch, D]``.
+
+    References: Beck et al. 2024, "xLSTM: extended long short-term memory" (the mLSTM block,
+    Figure 10, and its reference implementation, whose q, k, v projections are block-diagonal
+    with blocks of 4; here they are dense).
+
+    >>> block = mlstm_block(8, num_heads=2)
+    >>> carry, y = mlstm_block_step(block.init(jax.random.key(0)), block.initial_carry((3,)), jnp.ones((3, 8)))
+    >>> carry.cell.C.shape, y.shape
+    ((3, 2, 8, 8), (3, 8))
+    """
+    _check_mlstm_block_carry(carry)
+    _check_block_x(x, params.norm.shape[0])
+    xm, z = jnp.split(_layer_norm(x, params.norm) @ params.w_up, 2, axis=-1)
+    conv, c = causal_conv_step(params.conv, carry.conv, xm)
+    c = jax.nn.silu(c)
+    cell, h_tilde = _mlstm_memory(carry.cell, *_mlstm_block_inputs(params, xm, c))
+    return MLSTMBlockState(conv, cell), _mlstm_block_out(params, x, h_tilde, c, z).astype(x.dtype)
+
+
+def mlstm_block_parallel(params: MLSTMBlockParams, carry: MLSTMBlockState, xs: Array,
+                         lengths: Array | None = None, reverse: bool = False, *, chunk_size: int = 64):
+    """``mlstm_block_step`` over a whole sequence, the memory in the chunkwise-parallel form of
+    ``rnnjax.mlstm_parallel``. Same arguments and results as ``rnnjax.scan(mlstm_block_step, ...)``.
+
+    >>> block = mlstm_block(4, num_heads=2)
+    >>> p, c, xs = block.init(jax.random.key(0)), block.initial_carry((2,)), jnp.ones((5, 2, 4))
+    >>> _, ys = mlstm_block_parallel(p, c, xs, jnp.array([5, 3]), chunk_size=2)
+    >>> bool(jnp.allclose(ys, scan(mlstm_block_step, p, c, xs, lengths=jnp.array([5, 3]))[1], atol=1e-5))
+    True
+    """
+    _check_seq(xs, reverse)
+    _check_mlstm_block_carry(carry)
+    _check_block_x(xs[0], params.norm.shape[0])
+    return _mlstm_block_parallel(params, carry, xs, lengths, reverse, check_int("chunk_size", chunk_size))
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _mlstm_block_parallel(params, carry, xs, lengths, reverse, chunk_size):
+    if lengths is not None:
+        lengths = jnp.clip(lengths, 0, xs.shape[0])
+    if reverse:
+        xs = flip_sequences(xs, lengths)
+    xm, z = jnp.split(_layer_norm(xs, params.norm) @ params.w_up, 2, axis=-1)
+    conv, c = causal_conv(params.conv, carry.conv, xm, lengths)
+    c = jax.nn.silu(c)
+    cell, h_tilde = _mlstm_chunkwise(carry.cell, _mlstm_block_inputs(params, xm, c), lengths, chunk_size)
+    ys = _zero_padding(_mlstm_block_out(params, xs, h_tilde, c, z), lengths)
+    if reverse:
+        ys = flip_sequences(ys, lengths)
+    return MLSTMBlockState(conv, cell), ys.astype(xs.dtype)
+
+
+def _small(key, shape, dim, dtype):
+    return (math.sqrt(2.0 / (5.0 * dim)) * jax.random.normal(key, shape, jnp.promote_types(dtype, jnp.float32))
+            ).astype(dtype)
+
+
+def mlstm_block(
+    d_model: int,
+    *,
+    expansion: int = 2,
+    num_heads: int = 4,
+    conv_size: int = 4,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """The xLSTM mLSTM block of width ``d_model``; see ``mlstm_block_step``.
+
+    Defaults as in the paper: up-projection factor 2, 4 heads, convolution width 4.
+    Initialised as the reference code: projections ``N(0, 2/(5·fan_in))`` ("small init"),
+    gate weights zero, input-gate biases ``N(0, 0.1²)``, forget-gate biases evenly spaced in
+    ``[3, 6]``, the skip and norm scales 1, the convolution ``U(±1/sqrt(K))``.
+
+    >>> jax.eval_shape(mlstm_block(16).init, jax.random.key(0)).w_i.shape   # [3E, heads]
+    (96, 4)
+    """
+    d = check_int("d_model", d_model)
+    e = d * check_int("expansion", expansion)
+    heads = check_int("num_heads", num_heads)
+    if e % heads:
+        raise ValueError(f"num_heads: expected a divisor of expansion · d_model = {e}, got {num_heads!r}")
+    k = check_int("conv_size", conv_size)
+    dh = e // heads
+
+    def init(key) -> MLSTMBlockParams:
+        ks = jax.random.split(key, 7)
+        f32 = jnp.promote_types(dtype, jnp.float32)
+        return MLSTMBlockParams(
+            norm=jnp.ones(d, dtype),
+            w_up=_small(ks[0], (d, 2 * e), d, dtype),
+            conv=_conv_init(ks[1], k, e, dtype),
+            w_q=_small(ks[2], (e, e), e, dtype),
+            w_k=_small(ks[3], (e, e), e, dtype),
+            w_v=_small(ks[4], (e, e), e, dtype),
+            w_i=jnp.zeros((3 * e, heads), dtype),
+            b_i=(0.1 * jax.random.normal(ks[5], (heads,), f32)).astype(dtype),
+            w_f=jnp.zeros((3 * e, heads), dtype),
+            b_f=jnp.linspace(3.0, 6.0, heads, dtype=f32).astype(dtype),
+            out_norm=jnp.ones(e, dtype),
+            skip=jnp.ones(e, dtype),
+            w_down=_small(ks[6], (e, d), e, dtype),
+        )
+
+    def initial_carry(batch_shape=()):
+        batch = check_batch_shape(batch_shape)
+        z = partial(jnp.zeros, dtype=carry_dtype)
+        return MLSTMBlockState(z(batch + (k - 1, e)),
+                               MLSTMState(z(batch + (heads, dh, dh)), z(batch + (heads, dh)), z(batch + (heads,))))
+
+    return Cell(init, initial_carry, mlstm_block_step)
+
+
+def _slstm_input_mask(d: int, dtype) -> Array:
+    """``[2D, 4D]``: the gates i, f read the convolved input c, the gates z, o the normed input h."""
+    top = jnp.concatenate([jnp.ones((d, 2 * d)), jnp.zeros((d, 2 * d))], axis=1)
+    return jnp.concatenate([top, 1.0 - top], axis=0).astype(dtype)
+
+
+def slstm_block_step(params: SLSTMBlockParams, carry: SLSTMBlockState, x: Array):
+    """One step of the xLSTM sLSTM block (post up-projection).
+
+    ::
+
+        h = LayerNorm₁(x)       c = silu(causal_conv(h))
+        y = sLSTM([c; h])       rnnjax.slstm_step; gates i, f read c, gates z, o read h
+        x = x + HeadNorm(y)
+        x = x + gated_mlp(LayerNorm₂(x))          (gelu(· W_gate) ⊙ (· W_up)) W_down
+
+    The sLSTM's input weights act through a fixed mask, so the i, f columns see only ``c`` and
+    the z, o columns only ``h`` whatever the params hold.
+
+    Args:
+      params: ``SLSTMBlockParams(norm1, conv, cell SLSTMParams(w_ih [2D, 4D], r, b), out_norm,
+        norm2, mlp)``.
+      carry: ``SLSTMBlockState(conv [*batch, K-1, D], cell SLSTMState)``.
+      x: ``[*batch, D]``.
+
+    References: Beck et al. 2024, "xLSTM: extended long short-term memory" (the sLSTM block,
+    Figure 9; the reference code's gate projections are block-diagonal per head, here dense).
+
+    >>> block = slstm_block(8, num_heads=2)
+    >>> carry, y = slstm_block_step(block.init(jax.random.key(0)), block.initial_carry((3,)), jnp.ones((3, 8)))
+    >>> carry.cell.c.shape, y.shape
+    ((3, 8), (3, 8))
+    """
+    _check_block_carry(carry, SLSTMBlockState)
+    d = params.norm1.shape[0]
+    _check_block_x(x, d)
+    h = _layer_norm(x, params.norm1)
+    conv, c = causal_conv_step(params.conv, carry.conv, h)
+    cell_params = params.cell._replace(w_ih=params.cell.w_ih * _slstm_input_mask(d, params.cell.w_ih.dtype))
+    cell, y = slstm_step(cell_params, carry.cell, jnp.concatenate([jax.nn.silu(c), h], axis=-1))
+    heads = params.cell.r.shape[0]
+    x2 = x + _head_norm(y, params.out_norm, heads)
+    out = x2 + gated_mlp(params.mlp, _layer_norm(x2, params.norm2))
+    return SLSTMBlockState(conv, cell), out.astype(x.dtype)
+
+
+def slstm_block(
+    d_model: int,
+    *,
+    num_heads: int = 4,
+    conv_size: int = 4,
+    mlp_size: int | None = None,
+    dtype=jnp.float32,
+    carry_dtype=jnp.float32,
+) -> Cell:
+    """The xLSTM sLSTM block of width ``d_model``; see ``slstm_block_step``.
+
+    Defaults as in the paper: 4 heads, convolution width 4, MLP size ``ceil(4 D / 3)``. The
+    sLSTM is initialised as ``rnnjax.slstm`` (its input-weight blocks that the mask removes are
+    zero), the MLP "small init" ``N(0, 2/(5·fan_in))``, norm scales 1.
+
+    >>> jax.eval_shape(slstm_block(12).init, jax.random.key(0)).mlp.w_up.shape
+    (12, 16)
+    """
+    d = check_int("d_model", d_model)
+    k = check_int("conv_size", conv_size)
+    m = math.ceil(4 * d / 3) if mlp_size is None else check_int("mlp_size", mlp_size)
+    cell = slstm(2 * d, d, num_heads=num_heads, dtype=dtype, carry_dtype=carry_dtype)
+
+    def init(key) -> SLSTMBlockParams:
+        ks = jax.random.split(key, 5)
+        p = cell.init(ks[0])
+        p = p._replace(w_ih=p.w_ih * _slstm_input_mask(d, p.w_ih.dtype))
+        return SLSTMBlockParams(
+            norm1=jnp.ones(d, dtype),
+            conv=_conv_init(ks[1], k, d, dtype),
+            cell=p,
+            out_norm=jnp.ones(d, dtype),
+            norm2=jnp.ones(d, dtype),
+            mlp=GatedMLPParams(_small(ks[2], (d, m), d, dtype), _small(ks[3], (d, m), d, dtype),
+                               _small(ks[4], (m, d), m, dtype)),
+        )
+
+    def initial_carry(batch_shape=()):
+        batch = check_batch_shape(batch_shape)
+        return SLSTMBlockState(jnp.zeros(batch + (k - 1, d), carry_dtype), cell.initial_carry(batch))
+
+    return Cell(init, initial_carry, slstm_block_step)
+
+
 PARALLEL = {
     mamba_block_step: mamba_block_parallel,
     hawk_block_step: hawk_block_parallel,
+    mlstm_block_step: mlstm_block_parallel,
 }
