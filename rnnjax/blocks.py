@@ -21,7 +21,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_batch_shape, check_float, check_int, check_shape, steps_mask
+from rnnjax._checks import (
+    check_batch_shape,
+    check_dtype,
+    check_float,
+    check_int,
+    check_shape,
+    steps_mask,
+)
 from rnnjax.cells import Cell
 from rnnjax.linear_rnn import (
     RGLRUParams,
@@ -245,6 +252,12 @@ def gated_mlp(params: GatedMLPParams, x: Array) -> Array:
     return (jax.nn.gelu(x @ params.w_gate) * (x @ params.w_up)) @ params.w_down
 
 
+
+def _param_dtype(param_dtype: Any, carry_dtype: Any) -> Any:
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("carry_dtype", carry_dtype)
+    return jnp.dtype(param_dtype)
+
 def _uniform(key, shape, fan_in, dtype):
     """``U(±1/sqrt(fan_in))``, PyTorch's default for linear and convolution layers."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -362,7 +375,7 @@ def mamba_block(
     state_size: int = 16,
     conv_size: int = 4,
     dt_rank: int | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """The Mamba residual block of width ``d_model``; see ``mamba_block_step``.
@@ -378,12 +391,13 @@ def mamba_block(
     >>> model.apply(model.init(jax.random.key(0)), jnp.ones((5, 2, 16)))[1].shape
     (5, 2, 16)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expand", expand)
     k = check_int("conv_size", conv_size)
     n = check_int("state_size", state_size)
     rank = math.ceil(d / 16) if dt_rank is None else check_int("dt_rank", dt_rank)
-    ssm_cell = selective_ssm(e, e, state_size=n, dt_rank=rank, dtype=dtype, carry_dtype=carry_dtype)
+    ssm_cell = selective_ssm(e, e, state_size=n, dt_rank=rank, param_dtype=dtype, carry_dtype=carry_dtype)
 
     def init(key) -> MambaBlockParams:
         k_in, k_conv, k_ssm, k_out = jax.random.split(key, 4)
@@ -478,7 +492,7 @@ def hawk_block(
     rnn_width: int | None = None,
     mlp_expansion: int = 3,
     conv_size: int = 4,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Hawk's residual block of width ``d_model``; see ``hawk_block_step``.
@@ -491,11 +505,12 @@ def hawk_block(
     >>> jax.eval_shape(block.init, jax.random.key(0)).mlp.w_up.shape
     (12, 36)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     r = math.ceil(4 * d / 3) if rnn_width is None else check_int("rnn_width", rnn_width)
     m = d * check_int("mlp_expansion", mlp_expansion)
     k = check_int("conv_size", conv_size)
-    rnn_cell = rg_lru(r, r, dtype=dtype, carry_dtype=carry_dtype)
+    rnn_cell = rg_lru(r, r, param_dtype=dtype, carry_dtype=carry_dtype)
 
     def init(key) -> HawkBlockParams:
         ks = jax.random.split(key, 8)
@@ -637,7 +652,7 @@ def mlstm_block(
     expansion: int = 2,
     num_heads: int = 4,
     conv_size: int = 4,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """The xLSTM mLSTM block of width ``d_model``; see ``mlstm_block_step``.
@@ -650,6 +665,7 @@ def mlstm_block(
     >>> jax.eval_shape(mlstm_block(16).init, jax.random.key(0)).w_i.shape   # [3E, heads]
     (96, 4)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expansion", expansion)
     heads = check_int("num_heads", num_heads)
@@ -738,7 +754,7 @@ def slstm_block(
     num_heads: int = 4,
     conv_size: int = 4,
     mlp_size: int | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """The xLSTM sLSTM block of width ``d_model``; see ``slstm_block_step``.
@@ -750,10 +766,11 @@ def slstm_block(
     >>> jax.eval_shape(slstm_block(12).init, jax.random.key(0)).mlp.w_up.shape
     (12, 16)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     k = check_int("conv_size", conv_size)
     m = math.ceil(4 * d / 3) if mlp_size is None else check_int("mlp_size", mlp_size)
-    cell = slstm(2 * d, d, num_heads=num_heads, dtype=dtype, carry_dtype=carry_dtype)
+    cell = slstm(2 * d, d, num_heads=num_heads, param_dtype=dtype, carry_dtype=carry_dtype)
 
     def init(key) -> SLSTMBlockParams:
         ks = jax.random.split(key, 5)

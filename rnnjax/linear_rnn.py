@@ -33,6 +33,7 @@ import numpy as np
 from rnnjax._checks import (
     check_array,
     check_batch_shape,
+    check_dtype,
     check_float,
     check_shape,
     check_sizes,
@@ -154,6 +155,14 @@ def _check_seq_args(xs: Any, lengths: Any, reverse: Any) -> None:
 
 def _real_dtype(dtype) -> Any:
     return jnp.finfo(dtype).dtype  # complex64 -> float32
+
+
+
+def _param_dtype(param_dtype: Any, carry_dtype: Any = jnp.float32) -> Any:
+    """Check the factory's ``param_dtype`` (how params are stored) and ``carry_dtype``."""
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("carry_dtype", carry_dtype)
+    return jnp.dtype(param_dtype)
 
 
 # ----------------------------------------------------------------------- the diagonal scan
@@ -305,7 +314,7 @@ def lru(
     r_min: float = 0.0,
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
 ) -> Cell:
     """Linear Recurrent Unit (LRU) cell; see ``lru_step``.
 
@@ -325,13 +334,15 @@ def lru(
       r_min, r_max: ring of the initial ``|λ|``, ``0 <= r_min < r_max <= 1`` (the paper's
         defaults 0 and 1; its long-range tasks use e.g. ``r_min = 0.9, r_max = 0.999``).
       max_phase: initial phases are in ``[0, max_phase]`` (default ``2π``).
-      dtype: params dtype (real); the carry is the matching complex dtype.
+      param_dtype: how the (real) params are stored; the carry is complex64 (complex128 for
+        float64 params).
 
     >>> cell = lru(8, 16, state_size=32, r_min=0.9, r_max=0.999)
     >>> lam = jnp.exp(-jnp.exp(cell.init(jax.random.key(0)).nu_log))  # |λ|
     >>> bool((lam >= 0.9).all() and (lam <= 0.999).all())
     True
     """
+    dtype = _param_dtype(param_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     n = hidden_size if state_size is None else state_size
     check_sizes(state_size=n)
@@ -489,7 +500,7 @@ def rg_lru(
     a_min: float = 0.9,
     a_max: float = 0.999,
     input_projection: bool | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """RG-LRU cell (the recurrence of Hawk and Griffin); see ``rg_lru_step``.
@@ -510,6 +521,7 @@ def rg_lru(
     >>> bool((jax.nn.sigmoid(lam) ** 8 >= 0.9 - 1e-6).all())
     True
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     for name, v in (("a_min", a_min), ("a_max", a_max)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)):
@@ -654,7 +666,7 @@ def selective_ssm(
     dt_max: float = 0.1,
     dt_init_floor: float = 1e-4,
     input_projection: bool | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Selective SSM (S6) cell; see ``selective_ssm_step``.
@@ -679,6 +691,7 @@ def selective_ssm(
     >>> -jnp.exp(cell.init(jax.random.key(0)).a_log)[0, :4]
     Array([-1., -2., -3., -4.], dtype=float32)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size, state_size=state_size)
     rank = math.ceil(hidden_size / 16) if dt_rank is None else dt_rank
     check_sizes(dt_rank=rank)

@@ -26,6 +26,7 @@ import numpy as np
 from rnnjax._checks import (
     check_array,
     check_batch_shape,
+    check_dtype,
     check_float,
     check_int,
     check_shape,
@@ -145,6 +146,14 @@ def _check_mlstm(params: MLSTMParams, carry: Any, x: Any) -> tuple[int, int, tup
         check_float(name, leaf)
         check_shape(name, leaf, batch + shape, shown=(*batch, *shape))
     return heads, d, batch
+
+
+
+def _param_dtype(param_dtype: Any, carry_dtype: Any = jnp.float32) -> Any:
+    """Check the factory's ``param_dtype`` (how params are stored) and ``carry_dtype``."""
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("carry_dtype", carry_dtype)
+    return jnp.dtype(param_dtype)
 
 
 # ----------------------------------------------------------------------------------- mLSTM
@@ -343,7 +352,7 @@ def mlstm(
     hidden_size: int,
     *,
     num_heads: int = 4,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """mLSTM cell (matrix memory, ``num_heads`` heads of size ``hidden_size / num_heads``); see ``mlstm_step``.
@@ -363,6 +372,7 @@ def mlstm(
     >>> cell.init(jax.random.key(0)).b_f
     Array([3., 4., 5., 6.], dtype=float32)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     heads = _check_heads(hidden_size, num_heads)
     d = hidden_size // heads
@@ -463,7 +473,7 @@ def slstm(
     hidden_size: int,
     *,
     num_heads: int = 4,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """sLSTM cell (``num_heads`` heads with block-diagonal recurrence); see ``slstm_step``.
@@ -482,6 +492,7 @@ def slstm(
     >>> cell.init(jax.random.key(0)).r.shape
     (4, 4, 16)
     """
+    dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     heads = _check_heads(hidden_size, num_heads)
     d = hidden_size // heads

@@ -350,6 +350,10 @@ def test_errors_name_the_argument():
         lr.rg_lru_parallel(params, cell.initial_carry((2,)), jnp.ones((5, 2, 3)), None, 1)
     with pytest.raises(TypeError, match="batch_shape"):
         cell.initial_carry("4")
+    with pytest.raises(TypeError, match="param_dtype: expected a floating-point dtype"):
+        lr.selective_ssm(3, 4, param_dtype=jnp.int32)
+    with pytest.raises(TypeError, match="carry_dtype: expected a floating-point dtype"):
+        xl.mlstm(3, 4, carry_dtype="int8")
 
 
 def test_parallel_registry():
