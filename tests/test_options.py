@@ -12,7 +12,6 @@ import pytest
 
 import rnnjax as rj
 
-
 # ------------------------------------------------------------ make_train_step(carry=, has_aux=)
 
 
@@ -177,7 +176,7 @@ def test_scan_full_unroll_matches_numpy_and_unrolls_every_step():
     p = jnp.ones((3, 4))
     for lens in (None, jnp.asarray(lengths)):
         unrolls = [_scan_unrolls(jax.make_jaxpr(
-            lambda x, u=u: rj.scan(step, p, jnp.zeros((2, 4)), x, lengths=lens, unroll=u))(jnp.asarray(xs)).jaxpr)
+            lambda x, u=u, lens=lens: rj.scan(step, p, jnp.zeros((2, 4)), x, lengths=lens, unroll=u))(jnp.asarray(xs)).jaxpr)
             for u in (True, 1, 2)]
         assert unrolls == [[6], [1], [2]], lens
     with pytest.raises(ValueError, match="unroll: expected an int >= 1 or True"):

@@ -116,7 +116,7 @@ def debiased_ema(values, s):
         pts = [(k, v) for k, v in enumerate(values[: n + 1]) if math.isfinite(v)]
         m = len(pts)
         weights = [(1 - s) * s ** (m - 1 - r) for r in range(m)]
-        out.append(sum(w * v for w, (_, v) in zip(weights, pts)) / sum(weights) if pts else float("nan"))
+        out.append(sum(w * v for w, (_, v) in zip(weights, pts, strict=True)) / sum(weights) if pts else float("nan"))
     return np.array(out)
 
 
