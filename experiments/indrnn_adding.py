@@ -21,7 +21,10 @@ Scaled down for a 2-core CPU: hidden size 32 (the paper: 128), batch 32, learnin
 most 1000 steps (the paper: tens of thousands), 3 seeds, stopping once every seed has succeeded.
 
 Expect (the paper, Fig. 2): at T = 1000 the LSTM stays at the baseline MSE while the IndRNN
-converges; measured numbers are in EXPERIMENTS.md and printed at the end of the run.
+converges. Measured (full run, 758 s wall on a loaded 2-core machine): the LSTM stayed at the
+baseline in all 3 seeds (0.179 each, the test set's "predict 1" MSE) and the IndRNN left it in 2
+of 3 (final MSE 0.051 and 0.018, best 0.013 at step 900; the third seed stayed at 0.179); no
+run reached 0.01 within 1000 steps. Details: EXPERIMENTS.md.
 """
 
 from __future__ import annotations

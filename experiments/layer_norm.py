@@ -16,7 +16,11 @@ Two tasks, the same training recipe for both cells (Adam, global-norm clipping a
 
 Ba et al. report that the layer-normalised LSTM trains faster (fewer updates to a given loss)
 on their tasks (skip-thoughts, attentive reader, handwriting); the tables printed at the end
-give the measured counterpart here (EXPERIMENTS.md keeps them).
+give the measured counterpart here (EXPERIMENTS.md keeps them). Measured (full run, 728 s wall
+on a loaded 2-core machine): the adding problem solved in every seed by both cells, the LSTM
+after 700 (T = 100) and 1200-1400 steps (T = 200), the layer-norm LSTM after 200-300 at both T;
+the character model at step 300, 2.72-2.76 bits/char (LSTM) against 2.34-2.35 (layer norm),
+with each layer-norm step about 2.5x as long.
 """
 
 from __future__ import annotations
