@@ -21,6 +21,33 @@ from rnnjax.attention import (
     general_attention,
     masked_softmax,
 )
+from rnnjax.blocks import (
+    CausalConvParams,
+    GatedMLPParams,
+    HawkBlockParams,
+    HawkBlockState,
+    MLSTMBlockParams,
+    MLSTMBlockState,
+    MambaBlockParams,
+    MambaBlockState,
+    SLSTMBlockParams,
+    SLSTMBlockState,
+    causal_conv,
+    causal_conv_step,
+    gated_mlp,
+    hawk_block,
+    hawk_block_parallel,
+    hawk_block_step,
+    mamba_block,
+    mamba_block_parallel,
+    mamba_block_step,
+    mlstm_block,
+    mlstm_block_parallel,
+    mlstm_block_step,
+    rms_norm,
+    slstm_block,
+    slstm_block_step,
+)
 from rnnjax.cells import (
     CIFGParams,
     Cell,
@@ -162,6 +189,12 @@ __all__ = [
     "rg_lru_parallel", "SelectiveSSMParams", "selective_ssm", "selective_ssm_step",
     "selective_ssm_parallel", "MLSTMParams", "MLSTMState", "mlstm", "mlstm_step", "mlstm_parallel",
     "SLSTMParams", "SLSTMState", "slstm", "slstm_step",
+    # the papers' blocks (Mamba, Hawk, xLSTM) as decodable cells, and their generic pieces
+    "MambaBlockParams", "MambaBlockState", "mamba_block", "mamba_block_step", "mamba_block_parallel",
+    "HawkBlockParams", "HawkBlockState", "hawk_block", "hawk_block_step", "hawk_block_parallel",
+    "MLSTMBlockParams", "MLSTMBlockState", "mlstm_block", "mlstm_block_step", "mlstm_block_parallel",
+    "SLSTMBlockParams", "SLSTMBlockState", "slstm_block", "slstm_block_step",
+    "CausalConvParams", "causal_conv", "causal_conv_step", "GatedMLPParams", "gated_mlp", "rms_norm",
     # time loops
     "scan", "flip_sequences", "truncated_scan", "remat_scan", "chunk_stream",
     # parallel in time

@@ -18,7 +18,7 @@ Every built-in step function is registered here once, with the facts the time lo
 A step that is not here (a user's, or a wrapped built-in) runs as it is, on the plain loop.
 
 To add a built-in cell: write its module (params, step, factory), then add one ``Builtin``
-entry to ``_TABLE`` below with whichever of these facts it has.
+entry to the table in ``_table`` below with whichever of these facts it has.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from rnnjax import _fused, cells, conv_cells, linear_rnn, norm_cells, simple_cells, xlstm
 from rnnjax._parallel_scan import affine_recurrence
 
 
@@ -59,47 +58,74 @@ class Builtin:
 
 _DTYPE = frozenset({"dtype"})  # the compute dtype of the precision policy (see cells.py)
 
-_TABLE: dict[Callable, Builtin] = {
-    cells.elman_step: Builtin("elman", cells.ElmanParams, fused=_fused.elman_sequence,
-                              diag_jacobian=cells.elman_diag_jacobian,
-                              keywords=frozenset({"activation", "dtype"})),
-    cells.lstm_step: Builtin("lstm", cells.LSTMParams, cells.LSTMState, fused=_fused.lstm_sequence,
-                             diag_jacobian=cells.lstm_diag_jacobian, keywords=_DTYPE),
-    cells.lstm_proj_step: Builtin("lstm_proj", cells.LSTMProjParams, cells.LSTMState, keywords=_DTYPE),
-    cells.peephole_lstm_step: Builtin("peephole_lstm", cells.PeepholeLSTMParams, cells.LSTMState, keywords=_DTYPE),
-    cells.cifg_lstm_step: Builtin("cifg_lstm", cells.CIFGParams, cells.LSTMState, keywords=_DTYPE),
-    cells.gru_step: Builtin("gru", cells.GRUParams, fused=_fused.gru_sequence,
-                            diag_jacobian=cells.gru_diag_jacobian, keywords=_DTYPE),
-    cells.gru_reset_before_step: Builtin("gru_reset_before", cells.GRUResetBeforeParams, keywords=_DTYPE),
-    cells.min_gru_step: Builtin("min_gru", cells.MinGRUParams, diag_jacobian=cells.min_gru_diag_jacobian,
-                                affine=cells.min_gru_affine,
-                                parallel=functools.partial(affine_recurrence, cells.min_gru_affine),
-                                keywords=_DTYPE),
-    cells.min_lstm_step: Builtin("min_lstm", cells.MinLSTMParams, diag_jacobian=cells.min_lstm_diag_jacobian,
-                                 affine=cells.min_lstm_affine,
-                                 parallel=functools.partial(affine_recurrence, cells.min_lstm_affine),
-                                 keywords=_DTYPE),
-    # layer-norm, IndRNN, MGU (closed-form Jacobian diagonals for quasi-DEER), convolutional
-    norm_cells.layer_norm_lstm_step: Builtin("layer_norm_lstm", norm_cells.LayerNormLSTMParams, cells.LSTMState,
-                                             keywords=frozenset({"eps"})),
-    norm_cells.layer_norm_gru_step: Builtin("layer_norm_gru", norm_cells.LayerNormGRUParams,
-                                            keywords=frozenset({"eps"})),
-    simple_cells.indrnn_step: Builtin("indrnn", simple_cells.IndRNNParams, diag_jacobian=simple_cells.indrnn_diag_jacobian,
-                                      keywords=frozenset({"activation", "recurrent_max"})),
-    simple_cells.mgu_step: Builtin("mgu", simple_cells.MGUParams, diag_jacobian=simple_cells.mgu_diag_jacobian,
-                                   keywords=frozenset({"reset_gate"})),
-    conv_cells.conv_lstm_step: Builtin("conv_lstm", conv_cells.ConvLSTMParams, cells.LSTMState),
-    conv_cells.conv_gru_step: Builtin("conv_gru", conv_cells.ConvGRUParams),
-    # gated linear recurrences and xLSTM: a sequential step and a parallel form each (sLSTM: none)
-    linear_rnn.lru_step: Builtin("lru", linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel),
-    linear_rnn.rg_lru_step: Builtin("rg_lru", linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel),
-    linear_rnn.selective_ssm_step: Builtin("selective_ssm", linear_rnn.SelectiveSSMParams,
-                                           parallel=linear_rnn.selective_ssm_parallel),
-    xlstm.mlstm_step: Builtin("mlstm", xlstm.MLSTMParams, xlstm.MLSTMState, parallel=xlstm.mlstm_parallel),
-    xlstm.slstm_step: Builtin("slstm", xlstm.SLSTMParams, xlstm.SLSTMState),
-}
 
-PARALLEL_CELLS = tuple(entry.name for entry in _TABLE.values() if entry.parallel is not None)
+@functools.cache
+def _table() -> dict[Callable, Builtin]:
+    """The table, built on first use: the cell modules' parallel forms use the time loops, which
+    consult this table, so the cell modules are imported here rather than at import time."""
+    from rnnjax import (
+        _fused,
+        blocks,
+        cells,
+        conv_cells,
+        linear_rnn,
+        norm_cells,
+        simple_cells,
+        xlstm,
+    )
+
+    return {
+        cells.elman_step: Builtin("elman", cells.ElmanParams, fused=_fused.elman_sequence,
+                                  diag_jacobian=cells.elman_diag_jacobian,
+                                  keywords=frozenset({"activation", "dtype"})),
+        cells.lstm_step: Builtin("lstm", cells.LSTMParams, cells.LSTMState, fused=_fused.lstm_sequence,
+                                 diag_jacobian=cells.lstm_diag_jacobian, keywords=_DTYPE),
+        cells.lstm_proj_step: Builtin("lstm_proj", cells.LSTMProjParams, cells.LSTMState, keywords=_DTYPE),
+        cells.peephole_lstm_step: Builtin("peephole_lstm", cells.PeepholeLSTMParams, cells.LSTMState, keywords=_DTYPE),
+        cells.cifg_lstm_step: Builtin("cifg_lstm", cells.CIFGParams, cells.LSTMState, keywords=_DTYPE),
+        cells.gru_step: Builtin("gru", cells.GRUParams, fused=_fused.gru_sequence,
+                                diag_jacobian=cells.gru_diag_jacobian, keywords=_DTYPE),
+        cells.gru_reset_before_step: Builtin("gru_reset_before", cells.GRUResetBeforeParams, keywords=_DTYPE),
+        cells.min_gru_step: Builtin("min_gru", cells.MinGRUParams, diag_jacobian=cells.min_gru_diag_jacobian,
+                                    affine=cells.min_gru_affine,
+                                    parallel=functools.partial(affine_recurrence, cells.min_gru_affine),
+                                    keywords=_DTYPE),
+        cells.min_lstm_step: Builtin("min_lstm", cells.MinLSTMParams, diag_jacobian=cells.min_lstm_diag_jacobian,
+                                     affine=cells.min_lstm_affine,
+                                     parallel=functools.partial(affine_recurrence, cells.min_lstm_affine),
+                                     keywords=_DTYPE),
+        # layer-norm, IndRNN, MGU (closed-form Jacobian diagonals for quasi-DEER), convolutional
+        norm_cells.layer_norm_lstm_step: Builtin("layer_norm_lstm", norm_cells.LayerNormLSTMParams, cells.LSTMState,
+                                                 keywords=frozenset({"eps"})),
+        norm_cells.layer_norm_gru_step: Builtin("layer_norm_gru", norm_cells.LayerNormGRUParams,
+                                                keywords=frozenset({"eps"})),
+        simple_cells.indrnn_step: Builtin("indrnn", simple_cells.IndRNNParams, diag_jacobian=simple_cells.indrnn_diag_jacobian,
+                                          keywords=frozenset({"activation", "recurrent_max"})),
+        simple_cells.mgu_step: Builtin("mgu", simple_cells.MGUParams, diag_jacobian=simple_cells.mgu_diag_jacobian,
+                                       keywords=frozenset({"reset_gate"})),
+        conv_cells.conv_lstm_step: Builtin("conv_lstm", conv_cells.ConvLSTMParams, cells.LSTMState),
+        conv_cells.conv_gru_step: Builtin("conv_gru", conv_cells.ConvGRUParams),
+        # gated linear recurrences and xLSTM: a sequential step and a parallel form each (sLSTM: none)
+        linear_rnn.lru_step: Builtin("lru", linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel),
+        linear_rnn.rg_lru_step: Builtin("rg_lru", linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel),
+        linear_rnn.selective_ssm_step: Builtin("selective_ssm", linear_rnn.SelectiveSSMParams,
+                                               parallel=linear_rnn.selective_ssm_parallel),
+        xlstm.mlstm_step: Builtin("mlstm", xlstm.MLSTMParams, xlstm.MLSTMState, parallel=xlstm.mlstm_parallel),
+        xlstm.slstm_step: Builtin("slstm", xlstm.SLSTMParams, xlstm.SLSTMState),
+        # the papers' residual blocks (their carries hold the causal convolution's last inputs)
+        blocks.mamba_block_step: Builtin("mamba_block", blocks.MambaBlockParams, blocks.MambaBlockState,
+                                         parallel=blocks.mamba_block_parallel),
+        blocks.hawk_block_step: Builtin("hawk_block", blocks.HawkBlockParams, blocks.HawkBlockState,
+                                        parallel=blocks.hawk_block_parallel),
+        blocks.mlstm_block_step: Builtin("mlstm_block", blocks.MLSTMBlockParams, blocks.MLSTMBlockState,
+                                         parallel=blocks.mlstm_block_parallel),
+        blocks.slstm_block_step: Builtin("slstm_block", blocks.SLSTMBlockParams, blocks.SLSTMBlockState),
+    }
+
+
+def parallel_cells() -> tuple[str, ...]:
+    """Names of the built-in cells with a parallel-in-time form."""
+    return tuple(entry.name for entry in _table().values() if entry.parallel is not None)
 
 
 def lookup(step: Callable) -> tuple[Builtin, dict] | None:
@@ -114,7 +140,7 @@ def lookup(step: Callable) -> tuple[Builtin, dict] | None:
             return None
         kwargs, step = dict(step.keywords), step.func
     try:
-        entry = _TABLE.get(step)
+        entry = _table().get(step)
     except TypeError:  # an unhashable callable
         return None
     if entry is None or not set(kwargs) <= entry.keywords:

@@ -323,7 +323,7 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         found = _registry.lookup(cell.step)
         parallel_fn = None if found is None else _registry.bound(found[0].parallel, found[1])
         if parallel_fn is None:
-            which = ", ".join(f"rnnjax.{name}" for name in _registry.PARALLEL_CELLS)
+            which = ", ".join(f"rnnjax.{name}" for name in _registry.parallel_cells())
             why = (f"the {found[0].name} cell has no parallel form (its recurrence is not linear in the state)"
                    if found is not None else
                    f"got a cell with step {getattr(cell.step, '__name__', cell.step)!r}")
