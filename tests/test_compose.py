@@ -336,7 +336,7 @@ def _torch_to_rnnjax(module, kind, num_layers):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_deep_bidirectional_matches_torch(kind):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs the dev extra: pip install -e '.[dev]'")
     torch.manual_seed(0)
     mod = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(D, H, num_layers=2, bidirectional=True)
     x = torch.randn(T, B, D)

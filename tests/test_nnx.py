@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
-import rnnjax as rj
-from rnnjax import nnx as rnx
+nnx = pytest.importorskip("flax.nnx", reason="needs the nnx extra: pip install -e '.[nnx]' (dev has it too)")
+
+import rnnjax as rj  # noqa: E402
+from rnnjax import nnx as rnx  # noqa: E402
 
 
 def test_cell_module_equals_the_pure_cell(key):

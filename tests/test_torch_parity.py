@@ -11,7 +11,7 @@ import pytest
 
 import rnnjax as rj
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="needs the dev extra: pip install -e '.[dev]'")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 T, B, I, H = 7, 4, 3, 5
