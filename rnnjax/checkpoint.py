@@ -414,19 +414,20 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ save
 
-    def save(self, state: Any, *, step: int | None = None, meta: dict | None = None) -> None:
+    def save(
+        self, state: Any, *, step: int | None = None, meta: dict | None = None, allow_nonfinite: bool = True
+    ) -> None:
         """Save ``state`` (a pytree of arrays) and ``meta`` (a JSON-serialisable dict) as ``step``.
 
         ``step`` defaults to ``int(state.step)``. An existing step is never overwritten. The
-        arrays' checksums are computed before this returns; a state holding NaN or Inf is saved
-        with a warning, marked as such: it does not count towards ``max_to_keep`` and
-        ``restore()`` without a step skips it.
+        arrays' checksums are computed before this returns. A state holding NaN or Inf is saved
+        with a warning and marked as such (it does not count towards ``max_to_keep``, and
+        ``restore()`` without a step skips it); with ``allow_nonfinite=False`` it is a
+        FloatingPointError naming the leaves, and nothing is written (what :func:`~rnnjax.fit`
+        uses).
         """
-        self._save(state, step, meta, finite_only=False)
-
-    def _save(self, state: Any, step: int | None, meta: dict | None, *, finite_only: bool) -> None:
-        """``save``; with ``finite_only`` a state holding NaN or Inf is a FloatingPointError
-        (nothing written) instead of a warning."""
+        if not isinstance(allow_nonfinite, bool):
+            raise TypeError(f"allow_nonfinite: expected a bool, got {allow_nonfinite!r}")
         if step is None:
             if not hasattr(state, "step"):
                 raise ValueError("step: expected an int (the state has no .step field)")
@@ -444,7 +445,7 @@ class Checkpoints:
         self._claim()
         self._settle()  # the previous save is complete, and old checkpoints are deleted
         if step in self._skipped and step in self._on_disk():
-            self._set_aside(step, self._skipped.pop(step), stacklevel=4)  # restore() passed it over
+            self._set_aside(step, self._skipped.pop(step), stacklevel=3)  # restore() passed it over
         if step in self._listed():
             raise ValueError(
                 f"step: a checkpoint for step {step} already exists in {self.directory}; "
@@ -458,7 +459,7 @@ class Checkpoints:
             )
         storable = _storable(state)
         record = _record(storable, meta)
-        if not record["finite"] and finite_only:
+        if not record["finite"] and not allow_nonfinite:
             names = ", ".join(record["nonfinite"][:4]) + (" ..." if len(record["nonfinite"]) > 4 else "")
             kept = self._listed()
             raise FloatingPointError(

@@ -473,7 +473,7 @@ def fit(
 
     def save(state, step):
         try:
-            checkpoints._save(state, step, None, finite_only=True)  # checks while checksumming
+            checkpoints.save(state, step=step, allow_nonfinite=False)  # checked while checksummed
         except FloatingPointError as e:
             e.add_note("(make_train_step's non-finite guard, skip_nonfinite=True, skips the steps that would "
                        "make params or optimiser state non-finite)")

@@ -73,8 +73,9 @@ def train(directory, steps, out=None, die_after_save=None, quiet=False, made=Non
     state = fresh()
     say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
     class ReportingCheckpoints(rj.Checkpoints):
-        def save(self, state, *, step=None, meta=None):
-            super().save(state, step=step, meta=meta)
+        def save(self, state, **kwargs):
+            super().save(state, **kwargs)
+            step = kwargs["step"]
             say(f"saved {step}")
             if step == die_after_save:
                 os.kill(os.getpid(), signal.SIGKILL)  # the write of this step is in flight

@@ -249,6 +249,12 @@ def test_a_flipped_bit_in_array_data_is_detected_not_restored(tmp_path):
         restored, meta = ckpt.restore(template)
     assert meta == {"n": 2} and int(restored["n"]) == 2
     np.testing.assert_array_equal(np.asarray(restored["w"]), np.asarray(template["w"] * 2))
+    # training on from step 2 saves step 3 again: the damaged one is moved aside, not overwritten
+    with pytest.warns(RuntimeWarning, match=rf"moved the skipped checkpoint of step 3 aside to {directory}/3.damaged"):
+        ckpt.save({**restored, "n": jnp.int32(3)}, step=3)
+    assert ckpt.steps == [1, 2, 3] and sorted(os.listdir(directory)) == [".rnnjax-writer-0.lock", "1", "2", "3", "3.damaged"]
+    assert int(ckpt.restore(template, step=3)[0]["n"]) == 3
+    ckpt.close()
 
 
 def _corrupt(step_dir, kind, root=False):
@@ -406,9 +412,13 @@ def _kill_and_resume(tmp_path, kills, seed):
     while True:
         killed = sum(rc == -signal.SIGKILL for _, rc, _, _ in history)
         finishing = killed >= kills
-        saves_ahead = list(range(every * (seen // every + 1), steps + 1, every))
-        pick_save, pick_kind, pick_at = rng.choice(saves_ahead or [steps]), rng.choice(["step", "data", "saved"]), \
-            rng.randint(min(seen + 1, steps - 1), steps - 1)
+        # Points a few steps around where the last run was killed (a point before the resumed
+        # step means: at once), so that the kills spread over the run, but never in its last
+        # steps: every kill leaves the run unfinished, and the last run has steps to do.
+        last = steps - 2
+        saves_ahead = list(range(every * (seen // every + 1), min(seen + 6, last) + 1, every))
+        pick_save, pick_kind, pick_at = rng.choice(saves_ahead or [last]), rng.choice(["step", "data", "saved"]), \
+            rng.randint(max(1, seen - 1), min(seen + 4, last))
         extra, event = [], None
         if not finishing and killed % 3 == 2 and saves_ahead:
             extra = ["--die-after-save", pick_save]
@@ -419,7 +429,7 @@ def _kill_and_resume(tmp_path, kills, seed):
         for line in proc.stdout:
             kind, n = line.split()
             lines.append((kind, int(n)))
-            if event is not None and kind == event[0] and int(n) >= event[1]:
+            if event is not None and ((kind == event[0] and int(n) >= event[1]) or int(n) >= last):
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.stdout.close()
@@ -429,11 +439,6 @@ def _kill_and_resume(tmp_path, kills, seed):
         if finishing:
             assert rc == 0, history
             return history
-        if rc == 0:  # it finished before the signal landed: start the run again from scratch
-            shutil.rmtree(run)
-            os.remove(tmp_path / "final.npz")
-            seen = 0
-            continue
         assert rc == -signal.SIGKILL and lines, history
         seen = lines[-1][1]
 
