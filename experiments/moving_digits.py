@@ -24,7 +24,10 @@ Reported: test MSE per pixel over the predictions of frames 3..T (each made afte
 least two frames, enough to know the direction of motion), and a figure of predicted frames.
 Shi et al. report ConvLSTM beating the fully connected LSTM on Moving MNIST; here the question
 is whether the convolutional cells learn the motion (beat copying the last frame, which the
-per-pixel LSTM cannot do much better than).
+per-pixel LSTM cannot do much better than). Measured (full run, 87 s wall): test MSE ConvLSTM
+0.0196, ConvGRU 0.0199, per-pixel LSTM 0.0400, copying the last frame 0.0555, an empty frame
+0.0587; the figure (``experiments/figures/cells_moving_digits.png``) shows the convolutional
+cells moving a blurred digit along its path. Details: EXPERIMENTS.md.
 """
 
 from __future__ import annotations
