@@ -407,7 +407,7 @@ def _kill_and_resume(tmp_path, kills, seed):
     ``(how, rc, last line, unfinished saves left)`` per run."""
     rng = random.Random(seed)
     every = _fault_script.SAVE_EVERY
-    steps = every * 12
+    steps = every * (kills + 2)
     run, history, seen = tmp_path / "run", [], 0  # seen: the last number the child printed
     while True:
         killed = sum(rc == -signal.SIGKILL for _, rc, _, _ in history)
@@ -443,8 +443,8 @@ def _kill_and_resume(tmp_path, kills, seed):
         seen = lines[-1][1]
 
 
-def _check_equal_to_an_uninterrupted_run(tmp_path):
-    steps = _fault_script.SAVE_EVERY * 12
+def _check_equal_to_an_uninterrupted_run(tmp_path, kills):
+    steps = _fault_script.SAVE_EVERY * (kills + 2)
     reference = _fault_script.train(str(tmp_path / "ref"), steps, quiet=True)
     got = np.load(tmp_path / "final.npz")
     expected = jax.tree_util.tree_leaves(reference.params)
@@ -457,15 +457,15 @@ def _check_equal_to_an_uninterrupted_run(tmp_path):
 def test_sigkill_at_random_points_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     history = _kill_and_resume(tmp_path, kills=10, seed=14)
     assert sum(bool(how) and how[0] == "--die-after-save" for how, *_ in history) >= 3, history  # in a save
-    _check_equal_to_an_uninterrupted_run(tmp_path)
+    _check_equal_to_an_uninterrupted_run(tmp_path, kills=10)
     print("kills:", history)
 
 
 @pytest.mark.slow
 def test_many_sigkills_at_random_points_then_resume_is_bitwise_equal(tmp_path):
     history = _kill_and_resume(tmp_path, kills=30, seed=2026)
-    assert sum(bool(how) and how[0] == "--die-after-save" for how, *_ in history) >= 10, history
-    _check_equal_to_an_uninterrupted_run(tmp_path)
+    assert sum(bool(how) and how[0] == "--die-after-save" for how, *_ in history) >= 8, history
+    _check_equal_to_an_uninterrupted_run(tmp_path, kills=30)
     print("kills:", history)
 
 
