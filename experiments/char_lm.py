@@ -123,7 +123,8 @@ def make_model(cfg: argparse.Namespace, vocab_size: int):
     if cfg.cell not in CELLS:
         raise ValueError(f"--cell: expected one of {sorted(CELLS)}, got {cfg.cell!r}")
     in_size = cfg.embed or vocab_size
-    cells = [CELLS[cfg.cell](in_size if i == 0 else cfg.hidden, cfg.hidden) for i in range(cfg.layers)]
+    compute = {"float32": None, "bfloat16": jnp.bfloat16}[getattr(cfg, "dtype", "float32")]  # products' dtype
+    cells = [CELLS[cfg.cell](in_size if i == 0 else cfg.hidden, cfg.hidden, dtype=compute) for i in range(cfg.layers)]
     lm = rj.language_model(rj.stack(*cells), vocab_size, embed_size=cfg.embed or None)
     return lm, rj.deep(*cells, dropout=cfg.dropout)
 
@@ -310,6 +311,8 @@ def parse_args(argv):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("lr", "dropout", "out_dropout", "clip"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the dtype of the cells' matrix products (params and state stay float32)")
     p.add_argument("--prompt", default="the for stateme")
     p.add_argument("--sample-chars", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
