@@ -14,6 +14,12 @@ import rnnjax as rj
 from rnnjax import conv_cells as cc
 
 C, H = 2, 3
+
+
+def normal(key, shape, dtype=jnp.float32):
+    """Standard normal draws from NumPy, seeded by the JAX key (no XLA compile per shape)."""
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 SPATIAL = {1: (5,), 2: (4, 5), 3: (3, 4, 2)}
 KERNEL = {1: (3,), 2: (3, 2), 3: (3, 1, 2)}  # even and 1-wide sizes too: "SAME" pads asymmetrically
 
@@ -58,14 +64,14 @@ CONV_CELLS = {"conv_lstm": (cc.conv_lstm, True), "conv_gru": (cc.conv_gru, False
 def random_params(cell, key, scale=0.5):
     params = jax.eval_shape(cell.init, key)  # shapes only: no eager initialiser to run
     keys = jax.random.split(jax.random.fold_in(key, 1), len(params))
-    return type(params)(*[scale * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
+    return type(params)(*[scale * normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
 
 
 def random_carry(cell, key, lead, dtype=jnp.float32):
     carry = cell.initial_carry(lead)
     leaves, tree = jax.tree_util.tree_flatten(carry)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(tree, [jax.random.normal(k, l.shape, dtype) for k, l in zip(keys, leaves)])
+    return jax.tree_util.tree_unflatten(tree, [normal(k, l.shape, dtype) for k, l in zip(keys, leaves)])
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,7 @@ def conv_case():
         cell = factory(C, H, KERNEL[n])
         lead = (2,) + SPATIAL[n]
         out[name, n] = (cell, random_params(cell, key), random_carry(cell, jax.random.fold_in(key, 2), lead),
-                        jax.random.normal(jax.random.fold_in(key, 3), lead + (C,)))
+                        normal(jax.random.fold_in(key, 3), lead + (C,)))
     return out
 
 
@@ -126,7 +132,7 @@ def _flax_to_ours(v):
 def _perturbed(tree, key):
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree_util.tree_unflatten(treedef, [l + 0.3 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    return jax.tree_util.tree_unflatten(treedef, [l + 0.3 * normal(k, l.shape) for k, l in zip(keys, leaves)])
 
 
 def _run_both(ours_step, params, theirs, carry, xs):
@@ -143,7 +149,7 @@ def test_conv_lstm_matches_flax_convlstmcell(n):
     nn = pytest.importorskip("flax.linen")
     layer = nn.ConvLSTMCell(features=H, kernel_size=KERNEL[n])
     key = jax.random.key(8)
-    xs = jax.random.normal(key, (4, 2) + SPATIAL[n] + (C,))
+    xs = normal(key, (4, 2) + SPATIAL[n] + (C,))
     flax_carry = layer.initialize_carry(key, xs.shape[1:])  # (c, h)
     variables = _perturbed(layer.init(jax.random.fold_in(key, 1), flax_carry, xs[0]), jax.random.fold_in(key, 2))
     v = variables["params"]
@@ -166,7 +172,7 @@ def test_conv_lstm_matches_haiku_convndlstm(n):
     hk = pytest.importorskip("haiku")
     core_cls = {1: hk.Conv1DLSTM, 2: hk.Conv2DLSTM}[n]
     key = jax.random.key(9)
-    xs = jax.random.normal(key, (4, 2) + SPATIAL[n] + (C,))
+    xs = normal(key, (4, 2) + SPATIAL[n] + (C,))
 
     def f(x, state):
         return core_cls(input_shape=SPATIAL[n], output_channels=H, kernel_shape=KERNEL[n])(x, state)
@@ -234,7 +240,7 @@ def test_gradients_match_finite_differences(name):
         cell = factory(C, H, (3, 2), dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
         carry = random_carry(cell, jax.random.fold_in(key, 2), (1, 3, 2), jnp.float64)
-        x = jax.random.normal(jax.random.fold_in(key, 3), (1, 3, 2, C), jnp.float64)
+        x = normal(jax.random.fold_in(key, 3), (1, 3, 2, C), jnp.float64)
 
         def f(params, carry, x):
             new, y = cell.step(params, carry, x)
@@ -259,7 +265,7 @@ def test_jit_equals_eager_and_low_precision_params(name, conv_case):
 def test_scan_with_lengths_broadcast_over_the_spatial_axes(conv_case):
     """Today's way: lengths [B, *spatial]; padding holds the carry and outputs zero."""
     cell, params, _, _ = conv_case["conv_lstm", 1]
-    xs = jax.random.normal(jax.random.key(4), (4, 2) + SPATIAL[1] + (C,))
+    xs = normal(jax.random.key(4), (4, 2) + SPATIAL[1] + (C,))
     lengths = jnp.array([4, 2])
     carry, ys = rj.scan(cell.step, params, cell.initial_carry(xs.shape[1:-1]), xs,
                         lengths=jnp.broadcast_to(lengths[:, None], (2,) + SPATIAL[1]))
@@ -271,7 +277,7 @@ def test_scan_with_lengths_broadcast_over_the_spatial_axes(conv_case):
 def test_scan_and_bidirectional_with_lengths_over_the_batch_axes_only(conv_case):
     """lengths [B] for xs [T, B, *spatial, C]: the batch axes are those of lengths."""
     cell, params, _, _ = conv_case["conv_gru", 1]
-    xs = jax.random.normal(jax.random.key(4), (4, 2) + SPATIAL[1] + (C,))
+    xs = normal(jax.random.key(4), (4, 2) + SPATIAL[1] + (C,))
     lengths = jnp.array([4, 2])
     full = jnp.broadcast_to(lengths[:, None], (2,) + SPATIAL[1])
     want = rj.scan(cell.step, params, cell.initial_carry(xs.shape[1:-1]), xs, lengths=full)

@@ -15,6 +15,12 @@ from rnnjax import simple_cells as sc
 I, H = 3, 4
 
 
+def normal(key, shape, dtype=jnp.float32):
+    """Standard normal draws from NumPy, seeded by the JAX key (no XLA compile per shape)."""
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
 def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
@@ -47,7 +53,7 @@ SIMPLE_CELLS = {
 def random_params(cell, key, scale=0.7):
     params = jax.eval_shape(cell.init, key)  # shapes only: no eager initialiser to run
     keys = jax.random.split(jax.random.fold_in(key, 1), len(params))
-    return type(params)(*[scale * jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
+    return type(params)(*[scale * normal(k, a.shape, a.dtype) for k, a in zip(keys, params, strict=True)])
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,8 @@ def simple_case():
     for name, (factory, ref) in SIMPLE_CELLS.items():
         cell = factory(I, H)
         params = random_params(cell, key)
-        h = jax.random.normal(jax.random.fold_in(key, 2), (2, 3, H))
-        x = jax.random.normal(jax.random.fold_in(key, 3), (2, 3, I))
+        h = normal(jax.random.fold_in(key, 2), (2, 3, H))
+        x = normal(jax.random.fold_in(key, 3), (2, 3, I))
         out[name] = (cell, ref, params, h, x)
     return out
 
@@ -120,13 +126,13 @@ def test_mgu_matches_flax_mgucell(reset_gate):
     nn = pytest.importorskip("flax.linen")
     layer = nn.MGUCell(features=H, reset_gate=reset_gate)
     key = jax.random.key(5)
-    x = jax.random.normal(key, (2, I))
-    h = jax.random.normal(jax.random.fold_in(key, 1), (2, H))
+    x = normal(key, (2, I))
+    h = normal(jax.random.fold_in(key, 1), (2, H))
     variables = layer.init(jax.random.fold_in(key, 2), h, x)
     # random biases everywhere (Flax initialises them to ones/zeros), so their mapping is tested
     leaves, tree = jax.tree_util.tree_flatten(variables)
     keys = jax.random.split(jax.random.fold_in(key, 3), len(leaves))
-    variables = jax.tree_util.tree_unflatten(tree, [l + 0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+    variables = jax.tree_util.tree_unflatten(tree, [l + 0.5 * normal(k, l.shape) for k, l in zip(keys, leaves)])
     v = variables["params"]
     params = sc.MGUParams(
         w_ih=jnp.concatenate([v["if"]["kernel"], v["in"]["kernel"]], axis=1),
@@ -136,7 +142,7 @@ def test_mgu_matches_flax_mgucell(reset_gate):
     )
     assert ("bias" in v["hn"]) == reset_gate
     step = sc.mgu(I, H, reset_gate=reset_gate).step
-    xs = jax.random.normal(jax.random.fold_in(key, 4), (6, 2, I))
+    xs = normal(jax.random.fold_in(key, 4), (6, 2, I))
     flax_h, ours = h, h
     for t in range(6):  # a few steps, so the carries are compared too
         flax_h, flax_y = layer.apply(variables, flax_h, xs[t])
@@ -164,8 +170,8 @@ def test_gradients_match_finite_differences(name):
     with jax.enable_x64(True):
         cell = factory(I, H, dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
-        h = jax.random.normal(jax.random.fold_in(key, 2), (2, H), jnp.float64)
-        x = jax.random.normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)
+        h = normal(jax.random.fold_in(key, 2), (2, H), jnp.float64)
+        x = normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)
         if name.startswith("indrnn"):  # keep ReLU's and the clip's kinks away from the probes
             params = params._replace(u=jnp.array([0.1, -0.2, 0.3, 0.4]), b=params.b + 3.0)
 
@@ -230,7 +236,7 @@ LENGTHS = np.array([T, 3])
 def new_cell_inputs():
     """name -> (factory, spatial shape, xs [T, B, *spatial, I]) for every new cell."""
     key = jax.random.key(17)
-    return {name: (factory, spatial, jax.random.normal(jax.random.fold_in(key, k), (T, B, *spatial, I)))
+    return {name: (factory, spatial, normal(jax.random.fold_in(key, k), (T, B, *spatial, I)))
             for k, (name, (factory, spatial)) in enumerate(NEW_CELLS.items())}
 
 
