@@ -97,7 +97,10 @@ class _WriterLock:
         self._fd = None
 
     def __del__(self):
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the kernel drops the lock with the process anyway
+            pass
 
 
 def progress_bar(total: int, *, initial: int = 0, desc: str | None = None, enabled: bool | None = None) -> tqdm.tqdm:
