@@ -5,7 +5,8 @@ variable lengths and reversal. The conventions (time-major, ``(in, out)`` weight
 order), the layering of the modules and the registry of built-in cells are described in
 ``docs/design.md``.
 
-Every public name is re-exported here from the one module that defines it. ``rnnjax.nnx``
+Every public name is re-exported here from the one module that defines it (``Checkpoints``
+loads Orbax on first use). ``rnnjax.nnx``
 (Flax NNX adapters, needs the ``nnx`` extra) and ``rnnjax.interop`` (weights from and to other
 libraries) are submodules, imported on first use.
 """
@@ -81,7 +82,6 @@ from rnnjax.cells import (
     peephole_lstm,
     peephole_lstm_step,
 )
-from rnnjax.checkpoint import Checkpoints
 from rnnjax.compose import (
     BiCarry,
     BiParams,
@@ -216,7 +216,7 @@ __all__ = [
     "mask_from_lengths",
     # training
     "TrainState", "init_train_state", "make_optimizer", "make_train_step", "fit",
-    "Checkpoints", "MetricsLog", "read_metrics", "progress_bar", "plot_curves",
+    "Checkpoints", "CheckpointIntegrityError", "MetricsLog", "read_metrics", "progress_bar", "plot_curves",
     "gradient_flow", "state_jacobian_norms", "plot_gradient_flow",
     "data_mesh", "replicate", "shard_batch",
     # plain parameter files
@@ -228,7 +228,7 @@ def _register_for_export() -> None:
     from jax import export
 
     for name in __all__:
-        obj = globals()[name]
+        obj = globals().get(name)  # the lazily imported names hold no pytrees
         if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
             export.register_namedtuple_serialization(obj, serialized_name=f"rnnjax.{name}")
     export.register_pytree_node_serialization(
@@ -239,11 +239,16 @@ def _register_for_export() -> None:
 _register_for_export()
 
 _SUBMODULES = ("interop", "nnx")
+_LAZY = {"Checkpoints": "checkpoint", "CheckpointIntegrityError": "checkpoint"}  # Orbax loads on first use
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:  # rj.interop, rj.nnx: imported on first use
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES:  # rj.interop, rj.nnx: imported on first use
         return importlib.import_module(f"rnnjax.{name}")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"rnnjax.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'rnnjax' has no attribute {name!r}")

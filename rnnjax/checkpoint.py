@@ -52,7 +52,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import path as ocp_path
 
-from rnnjax.records import _WriterLock
+from rnnjax._lock import WriterLock
 
 _MARKER = "_CHECKPOINT_METADATA"  # written by Orbax into every step folder it creates
 _RECORD = "integrity"  # the item holding the checksums, next to "state" and "meta"
@@ -288,7 +288,7 @@ class Checkpoints:
         self.max_to_keep = max_to_keep
         self.async_save = async_save
         self._process = jax.process_index()
-        self._lock = _WriterLock(os.path.join(self.directory, f".rnnjax-writer-{self._process}.lock"))
+        self._lock = WriterLock(os.path.join(self.directory, f".rnnjax-writer-{self._process}.lock"))
         self._writing = False
         self._finite: dict[int, bool] = {}
         names = _FinishedStepsOnly()

@@ -30,7 +30,6 @@ import numpy as np
 import optax
 
 from rnnjax._checks import takes_positional
-from rnnjax.checkpoint import Checkpoints
 from rnnjax.records import MetricsLog, progress_bar
 
 Array = jax.Array
@@ -346,7 +345,7 @@ def fit(
     data: Callable[[int], Any],
     num_steps: int,
     *,
-    checkpoints: Checkpoints | None = None,
+    checkpoints: Any = None,
     save_every: int | None = None,
     log: MetricsLog | None = None,
     log_every: int = 1,
@@ -425,6 +424,10 @@ def fit(
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_steps" else 1):
             kind = "a non-negative int" if name == "num_steps" else "a positive int" + (" or None" if allow_none else "")
             raise ValueError(f"{name}: expected {kind}, got {value!r}")
+    from rnnjax.checkpoint import (
+        Checkpoints,  # Orbax loads when checkpoints are used, not with rnnjax
+    )
+
     if checkpoints is not None and not isinstance(checkpoints, Checkpoints):
         raise TypeError(f"checkpoints: expected rnnjax.Checkpoints, got {type(checkpoints).__name__}")
     if log is not None and not isinstance(log, MetricsLog):

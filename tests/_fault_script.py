@@ -27,8 +27,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __name__ == "__main__" and sys.argv[1] in ("hold-log", "fsize"):
-    # rnnjax/records.py alone (NumPy and tqdm only): these children start in a fraction of
-    # the time that importing JAX and Orbax takes
+    # rnnjax/records.py alone (NumPy and tqdm only, and its lock module): these children start
+    # in a fraction of the time that importing JAX and Orbax takes
+    lock_spec = importlib.util.spec_from_file_location("rnnjax._lock", os.path.join(ROOT, "rnnjax", "_lock.py"))
+    sys.modules["rnnjax._lock"] = importlib.util.module_from_spec(lock_spec)
+    lock_spec.loader.exec_module(sys.modules["rnnjax._lock"])
     spec = importlib.util.spec_from_file_location("records", os.path.join(ROOT, "rnnjax", "records.py"))
     records = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(records)
