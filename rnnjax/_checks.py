@@ -156,6 +156,23 @@ def takes_positional(fn: Any, n: int) -> bool | None:
 
 
 
+def check_params_type(params: Any, expected: type) -> None:
+    """``params`` must carry ``expected``'s fields (e.g. no LSTMParams into a peephole step)."""
+    missing = [f for f in expected._fields if not hasattr(params, f)]
+    if missing:
+        raise TypeError(
+            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
+            f"{type(params).__name__} without {', '.join(missing)}"
+        )
+
+
+def check_lstm_carry(carry: Any, *, made_by: str = "cell.initial_carry(batch_shape)") -> None:
+    """An ``LSTMState(h, c)``-like carry (anything with ``h`` and ``c``)."""
+    if not (hasattr(carry, "h") and hasattr(carry, "c")):
+        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
+        raise TypeError(f"carry: expected an LSTMState(h, c) ({made_by} makes one), got {given}")
+
+
 def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> int | None:
     """An int ``>= minimum`` (``None`` too with ``allow_none``); returns it as a Python int.
 

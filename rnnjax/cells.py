@@ -33,6 +33,8 @@ from rnnjax._checks import (
     check_dtype,
     check_float,
     check_int,
+    check_lstm_carry,
+    check_params_type,
     check_shape,
     check_sizes,
 )
@@ -137,24 +139,6 @@ class DampenedParams(NamedTuple):
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_params_type(params, expected: type) -> None:
-    """``params`` must carry ``expected``'s fields (e.g. no LSTMParams into a peephole step)."""
-    missing = [f for f in expected._fields if not hasattr(params, f)]
-    if missing:
-        raise TypeError(
-            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
-            f"{type(params).__name__} without {', '.join(missing)}"
-        )
-
-
-def _check_lstm_carry(carry) -> None:
-    if not (hasattr(carry, "h") and hasattr(carry, "c")):
-        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
-        raise TypeError(
-            f"carry: expected an LSTMState(h, c) (cell.initial_carry(batch_shape) makes one), got {given}"
-        )
-
-
 def _check_step_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     """Check weights, carry and input of a built-in cell against each other."""
     check_float("x", x)
@@ -220,7 +204,7 @@ def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh, 
     >>> y.shape
     (2, 5)
     """
-    _check_params_type(params, ElmanParams)
+    check_params_type(params, ElmanParams)
     _check_step_args(params, {"carry": h}, x, 1)
     pre = matmul(x, params.w_ih, dtype) + params.b + matmul(h, params.w_hh, dtype)
     h_new = activation(pre).astype(h.dtype)
@@ -262,8 +246,8 @@ def lstm_step(params: LSTMParams, carry: LSTMState, x: Array, *, dtype=None):
     >>> carry.c.shape, y.shape
     ((5,), (5,))
     """
-    _check_params_type(params, LSTMParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, LSTMParams)
+    check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     return _lstm_update(params, carry, x, dtype)
 
@@ -290,8 +274,8 @@ def lstm_proj_step(params: LSTMProjParams, carry: LSTMState, x: Array, *, dtype=
     >>> carry.h.shape, carry.c.shape, y.shape
     ((4, 2), (4, 5), (4, 2))
     """
-    _check_params_type(params, LSTMProjParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, LSTMProjParams)
+    check_lstm_carry(carry)
     check_float("x", x)
     w_hr = params.w_hr
     if w_hr.ndim != 2:
@@ -350,8 +334,8 @@ def peephole_lstm_step(params: PeepholeLSTMParams, carry: LSTMState, x: Array, *
     >>> y.shape
     (2, 5)
     """
-    _check_params_type(params, PeepholeLSTMParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, PeepholeLSTMParams)
+    check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     return _peephole_update(params, carry, x, dtype)
 
@@ -387,8 +371,8 @@ def cifg_lstm_step(params: CIFGParams, carry: LSTMState, x: Array, *, dtype=None
     >>> y.shape
     (5,)
     """
-    _check_params_type(params, CIFGParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, CIFGParams)
+    check_lstm_carry(carry)
     _check_step_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 3)
     return _cifg_update(params, carry, x, dtype)
 
@@ -427,7 +411,7 @@ def gru_step(params: GRUParams, h: Array, x: Array, *, dtype=None):
     >>> y.shape
     (2, 5)
     """
-    _check_params_type(params, GRUParams)
+    check_params_type(params, GRUParams)
     _check_step_args(params, {"carry": h}, x, 3)
     return _gru_update(params, h, x, dtype)
 
@@ -467,26 +451,28 @@ def gru_reset_before_step(params: GRUResetBeforeParams, h: Array, x: Array, *, d
     >>> y.shape
     (5,)
     """
-    _check_params_type(params, GRUResetBeforeParams)
+    check_params_type(params, GRUResetBeforeParams)
     _check_step_args(params, {"carry": h}, x, 3)
     return _gru_reset_before_update(params, h, x, dtype)
 
 
 # ----------------------------------------------------------------------------- factories
+#
+# The factory helpers below are shared by every module of built-in cells (not in __all__).
 
 
-def _draw(init: Initializer, key, shape: tuple, dtype) -> Array:
+def draw(init: Initializer, key, shape: tuple, dtype) -> Array:
     """Run an initialiser in at least float32 (QR for orthogonal has no 16-bit kernel), then cast."""
     return init(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
 
 
-def _gate_blocks(init: Initializer, key, shape: tuple, num_gates: int, dtype) -> Array:
+def gate_blocks(init: Initializer, key, shape: tuple, num_gates: int, dtype) -> Array:
     """``num_gates`` independently initialised ``shape`` blocks side by side on the last axis."""
     keys = jax.random.split(key, num_gates)
-    return jnp.concatenate([_draw(init, k, shape, dtype) for k in keys], axis=-1)
+    return jnp.concatenate([draw(init, k, shape, dtype) for k in keys], axis=-1)
 
 
-def _zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
+def zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
     def initial_carry(batch_shape=()):
         shape = check_batch_shape(batch_shape) + (hidden_size,)
         h = jnp.zeros(shape, carry_dtype)
@@ -546,13 +532,13 @@ def elman(
     def init(key) -> ElmanParams:
         k1, k2, k3 = jax.random.split(key, 3)
         return ElmanParams(
-            w_ih=_draw(w_ih_init, k1, (input_size, hidden_size), param_dtype),
-            w_hh=_draw(w_hh_init, k2, (hidden_size, hidden_size), param_dtype),
-            b=_draw(b_init, k3, (hidden_size,), param_dtype),
+            w_ih=draw(w_ih_init, k1, (input_size, hidden_size), param_dtype),
+            w_hh=draw(w_hh_init, k2, (hidden_size, hidden_size), param_dtype),
+            b=draw(b_init, k3, (hidden_size,), param_dtype),
         )
 
     keywords = {} if activation is jnp.tanh else {"activation": activation}
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(elman_step, dtype, **keywords))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(elman_step, dtype, **keywords))
 
 
 def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, forget_bias,
@@ -560,13 +546,13 @@ def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, f
     """``init`` of an LSTM-like cell; ``recurrent_size`` is the fed-back state's (default ``H``)."""
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
-        b = _gate_blocks(b_init, k3, (hidden_size,), gates, dtype)
+        b = gate_blocks(b_init, k3, (hidden_size,), gates, dtype)
         if forget_bias:
             sl = slice(forget_slot * hidden_size, (forget_slot + 1) * hidden_size)
             b = b.at[sl].add(jnp.asarray(forget_bias, dtype))
         fields = dict(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), gates, dtype),
-            w_hh=_gate_blocks(w_hh_init, k2, (recurrent_size or hidden_size, hidden_size), gates, dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), gates, dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (recurrent_size or hidden_size, hidden_size), gates, dtype),
             b=b,
         )
         if extra:
@@ -615,13 +601,13 @@ def lstm(
                           w_hr_init, param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(LSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(lstm_step, dtype))
 
 
 def _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init, w_hr_init,
                param_dtype, dtype, carry_dtype) -> Cell:
     def projection(key):
-        return {"w_hr": _draw(w_hr_init, key, (hidden_size, proj_size), param_dtype)}
+        return {"w_hr": draw(w_hr_init, key, (hidden_size, proj_size), param_dtype)}
 
     init = _lstm_family_init(LSTMProjParams, input_size, hidden_size, 4, 1, forget_bias, w_ih_init, w_hh_init,
                              b_init, param_dtype, extra=projection, recurrent_size=proj_size)
@@ -656,13 +642,13 @@ def peephole_lstm(
 
     def peepholes(key):
         ks = jax.random.split(key, 3)
-        return {n: _draw(peephole_init, k, (hidden_size,), param_dtype)
+        return {n: draw(peephole_init, k, (hidden_size,), param_dtype)
                 for n, k in zip(("w_ci", "w_cf", "w_co"), ks, strict=True)}
 
     _check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(PeepholeLSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype, extra=peepholes)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(peephole_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(peephole_lstm_step, dtype))
 
 
 def cifg_lstm(
@@ -690,7 +676,7 @@ def cifg_lstm(
     _check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(CIFGParams, input_size, hidden_size, 3, 0, -forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype)
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, True), _policy_step(cifg_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(cifg_lstm_step, dtype))
 
 
 def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init, b_init,
@@ -701,13 +687,13 @@ def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
         return params_cls(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype),
-            w_hh=_gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, param_dtype),
-            b_ih=_gate_blocks(b_init, k3, (hidden_size,), 3, param_dtype),
-            b_hh=_gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, param_dtype),
+            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, param_dtype),
+            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(step, dtype))
 
 
 def gru(
@@ -903,11 +889,11 @@ def min_gru(
     def init(key) -> MinGRUParams:
         k1, k2 = jax.random.split(key)
         return MinGRUParams(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, param_dtype),
-            b=_gate_blocks(b_init, k2, (hidden_size,), 2, param_dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, param_dtype),
+            b=gate_blocks(b_init, k2, (hidden_size,), 2, param_dtype),
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_gru_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_gru_step, dtype))
 
 
 def min_lstm(
@@ -936,14 +922,14 @@ def min_lstm(
 
     def init(key) -> MinLSTMParams:
         k1, k2 = jax.random.split(key)
-        b = _gate_blocks(b_init, k2, (hidden_size,), 3, param_dtype)
+        b = gate_blocks(b_init, k2, (hidden_size,), 3, param_dtype)
         if forget_bias:
             b = b.at[:hidden_size].add(jnp.asarray(forget_bias, param_dtype))
         return MinLSTMParams(
-            w_ih=_gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype), b=b
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype), b=b
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_lstm_step, dtype))
 
 
 # ------------------------------------------------------------------------- a custom cell
@@ -1012,12 +998,12 @@ def dampened(
 
     def init(key):
         return DampenedParams(
-            w=_draw(w_init, key, (input_size, hidden_size), param_dtype),
+            w=draw(w_init, key, (input_size, hidden_size), param_dtype),
             lam=jnp.asarray(lam_init, param_dtype),
             b=jnp.zeros((hidden_size,), param_dtype),
         )
 
-    return Cell(init, _zeros_carry(hidden_size, carry_dtype, False), dampened_step)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), dampened_step)
 
 
 # ------------------------------------------------------- Jacobian diagonals (for quasi-DEER)

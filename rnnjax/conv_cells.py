@@ -36,9 +36,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_batch_shape, check_float, check_int, check_shape, check_sizes
-from rnnjax.cells import Cell, LSTMState
-from rnnjax.norm_cells import gate_blocks, glorot_uniform, orthogonal, zeros
+from rnnjax._checks import (
+    check_batch_shape,
+    check_float,
+    check_int,
+    check_lstm_carry,
+    check_params_type,
+    check_shape,
+    check_sizes,
+)
+from rnnjax.cells import Cell, LSTMState, gate_blocks, glorot_uniform, orthogonal, zeros
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -82,15 +89,6 @@ def conv_same(x: Array, w: Array) -> Array:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_params(params, expected: type) -> None:
-    missing = [f for f in expected._fields if not hasattr(params, f)]
-    if missing:
-        raise TypeError(
-            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
-            f"{type(params).__name__} without {', '.join(missing)}"
-        )
-
-
 def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     check_float("x", x)
     w_ih, w_hh = params.w_ih, params.w_hh
@@ -117,14 +115,6 @@ def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     for name, leaf in carry_leaves.items():
         check_float(name, leaf)
         check_shape(name, leaf, lead + (hidden,), shown=(*lead, hidden))
-
-
-def _check_lstm_carry(carry) -> None:
-    if not (hasattr(carry, "h") and hasattr(carry, "c")):
-        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
-        raise TypeError(
-            f"carry: expected an LSTMState(h, c) (cell.initial_carry(x.shape[:-1]) makes one), got {given}"
-        )
 
 
 # ------------------------------------------------------------------------ step functions
@@ -156,8 +146,8 @@ def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array):
     >>> carry.c.shape, y.shape
     ((2, 8, 8, 4), (2, 8, 8, 4))
     """
-    _check_params(params, ConvLSTMParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, ConvLSTMParams)
+    check_lstm_carry(carry, made_by="cell.initial_carry(x.shape[:-1])")
     _check_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     z = conv_same(x, params.w_ih) + conv_same(carry.h, params.w_hh) + params.b
     i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -192,7 +182,7 @@ def conv_gru_step(params: ConvGRUParams, h: Array, x: Array):
     >>> y.shape
     (2, 10, 4)
     """
-    _check_params(params, ConvGRUParams)
+    check_params_type(params, ConvGRUParams)
     _check_args(params, {"carry": h}, x, 3)
     xr, xz, xn = jnp.split(conv_same(x, params.w_ih) + params.b_ih, 3, axis=-1)
     hr, hz, hn = jnp.split(conv_same(h, params.w_hh) + params.b_hh, 3, axis=-1)

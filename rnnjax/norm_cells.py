@@ -27,8 +27,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_batch_shape, check_float, check_shape, check_sizes
-from rnnjax.cells import Cell, LSTMState
+from rnnjax._checks import (
+    check_float,
+    check_lstm_carry,
+    check_params_type,
+    check_shape,
+    check_sizes,
+)
+from rnnjax.cells import (
+    Cell,
+    LSTMState,
+    gate_blocks,
+    glorot_uniform,
+    orthogonal,
+    zeros,
+    zeros_carry,
+)
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -75,15 +89,6 @@ def layer_norm(a: Array, gain: Array, bias: Array | None = None, *, eps: float =
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_params(params, expected: type) -> None:
-    missing = [f for f in expected._fields if not hasattr(params, f)]
-    if missing:
-        raise TypeError(
-            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
-            f"{type(params).__name__} without {', '.join(missing)}"
-        )
-
-
 def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     check_float("x", x)
     w_ih, w_hh = params.w_ih, params.w_hh
@@ -109,14 +114,6 @@ def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
     for name, leaf in carry_leaves.items():
         check_float(name, leaf)
         check_shape(name, leaf, batch + (hidden,), shown=(*batch, hidden))
-
-
-def _check_lstm_carry(carry) -> None:
-    if not (hasattr(carry, "h") and hasattr(carry, "c")):
-        given = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else type(carry).__name__
-        raise TypeError(
-            f"carry: expected an LSTMState(h, c) (cell.initial_carry(batch_shape) makes one), got {given}"
-        )
 
 
 # ------------------------------------------------------------------------ step functions
@@ -148,8 +145,8 @@ def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array
     >>> carry.c.shape, y.shape
     ((2, 5), (2, 5))
     """
-    _check_params(params, LayerNormLSTMParams)
-    _check_lstm_carry(carry)
+    check_params_type(params, LayerNormLSTMParams)
+    check_lstm_carry(carry)
     _check_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
     z = (layer_norm(x @ params.w_ih, params.g_ih, eps=eps)
          + layer_norm(carry.h @ params.w_hh, params.g_hh, eps=eps) + params.b)
@@ -185,7 +182,7 @@ def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: 
     >>> y.shape
     (5,)
     """
-    _check_params(params, LayerNormGRUParams)
+    check_params_type(params, LayerNormGRUParams)
     _check_args(params, {"carry": h}, x, 3)
     xr, xz, xn = jnp.split(layer_norm(x @ params.w_ih, params.g_ih, params.b_ih, eps=eps), 3, axis=-1)
     hr, hz, hn = jnp.split(layer_norm(h @ params.w_hh, params.g_hh, params.b_hh, eps=eps), 3, axis=-1)
@@ -198,37 +195,10 @@ def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: 
 
 # ----------------------------------------------------------------------------- factories
 
-glorot_uniform = jax.nn.initializers.glorot_uniform()
-orthogonal = jax.nn.initializers.orthogonal()
-zeros = jax.nn.initializers.zeros
-
-
-def draw(init: Initializer, key, shape: tuple, dtype) -> Array:
-    """Run an initialiser in at least float32 (QR for orthogonal has no 16-bit kernel), then cast."""
-    return init(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
-
-
-def gate_blocks(init: Initializer, key, shape: tuple, num_gates: int, dtype) -> Array:
-    """``num_gates`` independently initialised ``shape`` blocks side by side on the last axis."""
-    keys = jax.random.split(key, num_gates)
-    return jnp.concatenate([draw(init, k, shape, dtype) for k in keys], axis=-1)
-
-
 def _check_eps(eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps: expected a positive float, got {eps!r}")
     return float(eps)
-
-
-def zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
-    """``initial_carry(batch_shape=())``: zeros ``[*batch_shape, H]`` (an ``LSTMState`` of two if ``lstm_like``)."""
-
-    def initial_carry(batch_shape=()):
-        shape = check_batch_shape(batch_shape) + (hidden_size,)
-        h = jnp.zeros(shape, carry_dtype)
-        return LSTMState(h, jnp.zeros(shape, carry_dtype)) if lstm_like else h
-
-    return initial_carry
 
 
 def layer_norm_lstm(

@@ -26,9 +26,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_bool, check_float, check_shape, check_sizes
-from rnnjax.cells import Cell
-from rnnjax.norm_cells import draw, gate_blocks, glorot_uniform, orthogonal, zeros, zeros_carry
+from rnnjax._checks import (
+    check_bool,
+    check_float,
+    check_params_type,
+    check_shape,
+    check_sizes,
+)
+from rnnjax.cells import Cell, draw, gate_blocks, glorot_uniform, orthogonal, zeros, zeros_carry
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -59,15 +64,6 @@ class MGUParams(NamedTuple):
 _ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
 
-def _check_params(params, expected: type) -> None:
-    missing = [f for f in expected._fields if not hasattr(params, f)]
-    if missing:
-        raise TypeError(
-            f"params: expected {expected.__name__}({', '.join(expected._fields)}), got "
-            f"{type(params).__name__} without {', '.join(missing)}"
-        )
-
-
 def _check_carry_and_x(h, x, hidden: int, input_size: int, source: str) -> None:
     check_float("x", x)
     check_float("carry", h)
@@ -87,7 +83,7 @@ def _bounded(u: Array, recurrent_max: float | None) -> Array:
 
 
 def _indrnn_check(params, h, x) -> None:
-    _check_params(params, IndRNNParams)
+    check_params_type(params, IndRNNParams)
     w = params.w_ih
     if w.ndim != 2:
         raise ValueError(f"params.w_ih: expected shape [I, H], got {tuple(w.shape)}")
@@ -206,7 +202,7 @@ def indrnn(
 
 
 def _mgu_check(params, h, x) -> None:
-    _check_params(params, MGUParams)
+    check_params_type(params, MGUParams)
     w_ih, w_hh = params.w_ih, params.w_hh
     if w_hh.ndim != 2 or w_hh.shape[1] != 2 * w_hh.shape[0]:
         raise ValueError(f"params.w_hh: expected shape [H, 2H], got {tuple(w_hh.shape)}")
