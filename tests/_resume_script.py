@@ -2,9 +2,9 @@
 
 Trains an Elman RNN with ``rnnjax.fit`` (checkpoints every 3 steps, a JSONL log) on batches
 that are functions of the step number, with a step key used for input noise and a NaN batch at
-step 7 (skipped by the guard). Prints ``step N`` after each step. ``--sleep S`` slows each
-step down (so a parent can kill it mid-way); ``--die-at N`` makes the run SIGKILL itself
-right after step N (one step after an asynchronous save started, if N - 1 is a save step).
+step 7 (skipped by the guard). Prints ``step N`` after each step; ``--die-at N`` makes the run
+SIGKILL itself right after step N (one step after an asynchronous save started, if N - 1 is a
+save step), a kill at a known point whatever the machine's load.
 Writes the final params to OUT (.npz).
 """
 
@@ -12,7 +12,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -51,14 +50,13 @@ def make(directory):
     return step, state, ckpt, log
 
 
-def main(directory, steps, out=None, sleep=0.0, die_at=None):
+def main(directory, steps, out=None, die_at=None):
     step, state, ckpt, log = make(directory)
 
     def callback(n, state, metrics):
         print(f"step {n}", flush=True)
         if n == die_at:
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(sleep)
 
     state = rj.fit(step, state, data, steps, checkpoints=ckpt, save_every=3, log=log, callback=callback)
     ckpt.close()
@@ -74,7 +72,6 @@ if __name__ == "__main__":
     parser.add_argument("directory")
     parser.add_argument("steps", type=int)
     parser.add_argument("out")
-    parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--die-at", type=int, default=None)
     a = parser.parse_args()
-    main(a.directory, a.steps, a.out, a.sleep, a.die_at)
+    main(a.directory, a.steps, a.out, a.die_at)

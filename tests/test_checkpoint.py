@@ -104,20 +104,11 @@ def test_argument_errors(state, tmp_path):
             ckpt.save({"w": jnp.ones(2)})
 
 
-def run_script(directory, steps, out, *extra, kill_after_line=None):
-    """Run the training script; with kill_after_line, SIGKILL it once that line is printed."""
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, str(directory), str(steps), str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line.strip())
-        if line.strip() == kill_after_line:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.stdout.close()
-    return proc.wait(timeout=300), lines
+def run_script(directory, steps, out, *extra):
+    """Run the training script to its end (or to its own SIGKILL with --die-at); its step lines."""
+    proc = subprocess.run([sys.executable, SCRIPT, str(directory), str(steps), str(out), *extra],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300)
+    return proc.returncode, proc.stdout.split("\n")[:-1]
 
 
 def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
@@ -127,9 +118,10 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
         with rj.Checkpoints(tmp_path / "run" / "ckpt") as ckpt:
             return ckpt.latest_step
 
-    # Run 1 is killed from outside after step 11. Saves every 3 steps are asynchronous, so
+    # Run 1 SIGKILLs itself right after step 11 (at a known point, not after a parent's reaction
+    # time, so a slow machine cannot let it run on). Saves every 3 steps are asynchronous, so
     # the latest complete one is 9, or 6 if the write of 9 was cut short.
-    rc, lines = run_script(tmp_path / "run", steps, tmp_path / "x.npz", "--sleep", "0.05", kill_after_line="step 11")
+    rc, lines = run_script(tmp_path / "run", steps, tmp_path / "x.npz", "--die-at", "11")
     assert rc == -signal.SIGKILL and lines[-1] == "step 11"
     first = latest_checkpoint()
     assert first in (6, 9)

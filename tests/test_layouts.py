@@ -16,8 +16,11 @@ import pytest
 from jax import export
 
 import rnnjax as rj
+
+chex = pytest.importorskip("chex", reason="needs the dev extra: pip install -e '.[dev]'")
+# chex.assert_trees_all_close checks the trees' structures as well as their values
+assert_trees_close = chex.assert_trees_all_close
 from rnnjax import _fused
-from tests.conftest import assert_trees_close
 
 T, B, I, H = 12, 4, 8, 16
 LENGTHS = jnp.array([12, 9, 5, 0])

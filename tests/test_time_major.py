@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 import rnnjax as rj
-from tests.conftest import assert_trees_close
+
+chex = pytest.importorskip("chex", reason="needs the dev extra: pip install -e '.[dev]'")
+# chex.assert_trees_all_close checks the trees' structures as well as their values
+assert_trees_close = chex.assert_trees_all_close
 
 T = B = 5
 I, H = 3, 4
