@@ -27,7 +27,9 @@ import numpy as np
 import optax
 
 from rnnjax._checks import (
+    batch_major_axis,
     check_array,
+    check_bool,
     check_float,
     check_lengths,
     is_concrete,
@@ -40,8 +42,8 @@ Array = jax.Array
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def mask_from_lengths(lengths: Array, num_steps: int) -> Array:
-    """``[T, *batch]`` bool mask, True at ``t < lengths[b]``.
+def mask_from_lengths(lengths: Array, num_steps: int, *, time_major: bool = True) -> Array:
+    """``[T, *batch]`` bool mask, True at ``t < lengths[b]`` (``[*batch, T]`` with ``time_major=False``).
 
     >>> mask_from_lengths(jnp.array([3, 1]), 4).astype(int)
     Array([[1, 1],
@@ -55,7 +57,26 @@ def mask_from_lengths(lengths: Array, num_steps: int) -> Array:
         lengths = np.asarray(lengths)
     check_array("lengths", lengths)
     lengths = check_lengths(lengths, tuple(lengths.shape), int(num_steps), source="num_steps")
-    return steps_mask(lengths, int(num_steps))
+    mask = steps_mask(lengths, int(num_steps))
+    return mask if check_bool("time_major", time_major) else jnp.moveaxis(mask, 0, -1)
+
+
+def _time_first(time_major: bool, name: str, first: Any, lengths: Any, *others: Any):
+    """Batch-major ``[*batch, T, ...]`` arrays (``time_major=False``) as time-major; ``(axis, arrays)``.
+
+    The time axis of ``first`` is found as in ``rnnjax.scan`` (after the axes of ``lengths``, else
+    the second from the end); ``others`` (labels, targets, a mask) have their time axis there too.
+    """
+    if check_bool("time_major", time_major):
+        return None, (first, *others)
+    axis = batch_major_axis(first, lengths, name=name)
+    moved = [a if a is None else jnp.moveaxis(jnp.asarray(a), axis, 0) for a in (first, *others)]
+    return axis, moved
+
+
+def _time_back(axis: int | None, values: Array, reduction: str) -> Array:
+    """A ``reduction="none"`` result ``[T, *batch]`` back to ``[*batch, T]`` for batch-major input."""
+    return values if axis is None or reduction != "none" else jnp.moveaxis(values, 0, axis)
 
 
 def _resolve_mask(lengths, mask, time_shape: tuple, what: str) -> Array | None:
@@ -155,6 +176,7 @@ def sequence_cross_entropy(
     lengths: Array | None = None,
     mask: Array | None = None,
     reduction: str = "mean",
+    time_major: bool = True,
 ) -> Array:
     """Per-token softmax cross-entropy over valid positions (language models, tagging, seq2seq).
 
@@ -168,6 +190,8 @@ def sequence_cross_entropy(
       lengths: optional ``[*batch]`` ints in ``[0, T]``.
       mask: optional ``[T, *batch]`` bool, True where valid (instead of ``lengths``).
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[T, *batch]``, zero at padding).
+      time_major: False for batch-major ``logits: [*batch, T, V]``, ``labels``/``mask``/the
+        ``"none"`` result ``[*batch, T]``.
 
     Returns:
       A scalar, or ``[T, *batch]`` for ``reduction="none"``.
@@ -177,12 +201,13 @@ def sequence_cross_entropy(
     >>> float(sequence_cross_entropy(logits, labels, lengths=jnp.array([3, 1])))  # log 4
     1.3862943649291992
     """
+    axis, (logits, labels, mask) = _time_first(time_major, "logits", logits, lengths, labels, mask)
     _check_logits(logits, 2, "[T, *batch, V] (at least 2 axes)")
     _check_reduction(reduction)
     time_shape = tuple(logits.shape[:-1])
     valid = _resolve_mask(lengths, mask, time_shape, "logits")
     labels = _check_labels(labels, time_shape, (*time_shape,), logits.shape[-1], valid)
-    return _reduce(_masked_cross_entropy(logits, labels, valid), valid, reduction)
+    return _time_back(axis, _reduce(_masked_cross_entropy(logits, labels, valid), valid, reduction), reduction)
 
 
 def classification_cross_entropy(logits: Array, labels: Array, *, reduction: str = "mean") -> Array:
@@ -214,6 +239,7 @@ def sequence_mse(
     lengths: Array | None = None,
     mask: Array | None = None,
     reduction: str = "mean",
+    time_major: bool = True,
 ) -> Array:
     """Mean squared error over valid positions (regression, forecasting).
 
@@ -226,11 +252,13 @@ def sequence_mse(
       lengths: optional ``[*batch]`` ints in ``[0, T]``.
       mask: optional ``[T, *batch]`` bool, True where valid (instead of ``lengths``).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+      time_major: False for batch-major ``[*batch, T, F]`` (mask and ``"none"`` result ``[*batch, T]``).
 
     >>> pred = jnp.array([[[1.0], [0.0]], [[3.0], [jnp.nan]]])   # [T=2, B=2, F=1]
     >>> float(sequence_mse(pred, jnp.zeros((2, 2, 1)), lengths=jnp.array([2, 1])))  # (1+0+9)/3
     3.3333332538604736
     """
+    axis, (predictions, targets, mask) = _time_first(time_major, "predictions", predictions, lengths, targets, mask)
     check_float("predictions", predictions)
     if predictions.ndim < 2:
         raise ValueError(
@@ -248,22 +276,24 @@ def sequence_mse(
     if valid is not None:
         err = jnp.where(valid[..., None], err, jnp.zeros((), err.dtype))  # padding may hold NaN
     values = jnp.mean(jnp.square(err), axis=-1)  # [T, *batch]
-    return _reduce(values, valid, reduction)
+    return _time_back(axis, _reduce(values, valid, reduction), reduction)
 
 
 def sequence_accuracy(
-    logits: Array, labels: Array, *, lengths: Array | None = None, mask: Array | None = None
+    logits: Array, labels: Array, *, lengths: Array | None = None, mask: Array | None = None,
+    time_major: bool = True,
 ) -> Array:
     """Fraction of valid positions where ``argmax(logits) == labels`` (0 when none is valid).
 
     Args:
-      logits: ``[T, *batch, V]``; labels: ``[T, *batch]`` int; ``lengths``/``mask`` as in
-        :func:`sequence_cross_entropy`.
+      logits: ``[T, *batch, V]``; labels: ``[T, *batch]`` int; ``lengths``/``mask``/``time_major``
+        as in :func:`sequence_cross_entropy`.
 
     >>> logits = jnp.array([[[0.0, 1.0]], [[1.0, 0.0]]])   # [T=2, B=1, V=2] predicts 1, 0
     >>> float(sequence_accuracy(logits, jnp.array([[1], [1]])))
     0.5
     """
+    _, (logits, labels, mask) = _time_first(time_major, "logits", logits, lengths, labels, mask)
     _check_logits(logits, 2, "[T, *batch, V] (at least 2 axes)")
     time_shape = tuple(logits.shape[:-1])
     valid = _resolve_mask(lengths, mask, time_shape, "logits")

@@ -99,3 +99,23 @@ def test_batch_major_shape_errors(lstm):
         rj.scan(cell.step, params, cell.initial_carry(()), jnp.ones((3,)), time_major=False)
     with pytest.raises(TypeError, match="time_major: expected a bool, got 'no'"):
         rj.rnn(cell, time_major="no")
+
+
+def test_losses_and_masks():
+    key = jax.random.key(7)
+    logits = jax.random.normal(key, (T, B, 6))
+    labels = jax.random.randint(jax.random.fold_in(key, 1), (T, B), 0, 6)
+    preds, targets = logits[..., :2], jax.random.normal(jax.random.fold_in(key, 2), (T, B, 2))
+    np.testing.assert_array_equal(rj.mask_from_lengths(LENGTHS, T, time_major=False),
+                                  bm(rj.mask_from_lengths(LENGTHS, T)))
+    for reduction in ("mean", "sum", "none"):
+        want = rj.sequence_cross_entropy(logits, labels, lengths=LENGTHS, reduction=reduction)
+        got = rj.sequence_cross_entropy(bm(logits), bm(labels), lengths=LENGTHS, reduction=reduction,
+                                        time_major=False)
+        np.testing.assert_allclose(got, bm(want) if reduction == "none" else want, atol=1e-6)
+        want = rj.sequence_mse(preds, targets, lengths=LENGTHS, reduction=reduction)
+        got = rj.sequence_mse(bm(preds), bm(targets), lengths=LENGTHS, reduction=reduction, time_major=False)
+        np.testing.assert_allclose(got, bm(want) if reduction == "none" else want, atol=1e-6)
+    mask = rj.mask_from_lengths(LENGTHS, T)
+    np.testing.assert_allclose(rj.sequence_accuracy(bm(logits), bm(labels), mask=bm(mask), time_major=False),
+                               rj.sequence_accuracy(logits, labels, mask=mask), atol=1e-7)
