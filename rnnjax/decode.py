@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, check_float, check_int, check_key, is_concrete
+from rnnjax._checks import check_array, check_bool, check_float, check_int, check_key, is_concrete
 from rnnjax.cells import Cell
 from rnnjax.compose import DenseParams, dense, dense_init
 from rnnjax.embed import check_ids, embedding_init, embedding_lookup, one_hot
@@ -139,6 +139,12 @@ def _decode_loop(step, params, state, start, max_len, eos, pick):
 # ----------------------------------------------------------------------------- greedy, sample
 
 
+def _tokens_layout(tokens: Array, time_major: bool) -> Array:
+    """Decoded ``tokens [max_len, ...]``; with ``time_major=False`` the time axis goes last
+    (``[*batch, max_len]``, and ``[*batch, beam_size, max_len]`` for beams)."""
+    return tokens if check_bool("time_major", time_major) else jnp.moveaxis(tokens, 0, -1)
+
+
 def greedy(
     step: Callable,
     params: Any,
@@ -147,6 +153,7 @@ def greedy(
     *,
     max_len: int,
     eos: int | None = None,
+    time_major: bool = True,
 ) -> tuple[Array, Array]:
     """Greedy decoding: feed back the most likely token at every step.
 
@@ -160,6 +167,8 @@ def greedy(
       max_len: number of tokens to generate at most (static).
       eos: end-of-sequence id; a sequence that emits it stays finished. None: never stop early.
 
+    ``time_major=False`` returns ``tokens [*batch, max_len]`` (each sequence a row).
+
     Returns:
       ``(tokens [max_len, *batch] int32, lengths [*batch] int32)``; positions after a
       sequence's first ``eos`` hold ``eos`` (0 when ``eos`` is None, where all positions are
@@ -172,7 +181,9 @@ def greedy(
     ([1, 2, 3, 3, 3], [3, 3, 3, 3, 3], [3, 1])
     """
     start, _, _ = _check_decode(step, params, state, start, max_len, eos)
-    return _decode_loop(step, params, state, start, max_len, eos, lambda t, logits: jnp.argmax(logits, axis=-1))
+    tokens, lengths = _decode_loop(step, params, state, start, max_len, eos,
+                                   lambda t, logits: jnp.argmax(logits, axis=-1))
+    return _tokens_layout(tokens, time_major), lengths
 
 
 def top_k_logits(logits: Array, k: int) -> Array:
@@ -203,6 +214,7 @@ def sample(
     eos: int | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
+    time_major: bool = True,
 ) -> tuple[Array, Array]:
     """Ancestral sampling with temperature and optional top-k truncation.
 
@@ -257,7 +269,7 @@ def sample(
         return jax.random.categorical(jax.random.fold_in(key, t), logits / temp, axis=-1)
 
     tokens, lengths = _decode_loop(step, params, state, start, max_len, eos, pick)
-    return jnp.where(bad, -1, tokens), jnp.where(bad, 0, lengths)
+    return _tokens_layout(jnp.where(bad, -1, tokens), time_major), jnp.where(bad, 0, lengths)
 
 
 # ----------------------------------------------------------------------------- beam search
@@ -273,6 +285,7 @@ def beam_search(
     beam_size: int,
     eos: int | None = None,
     length_norm: float = 1.0,
+    time_major: bool = True,
 ) -> tuple[Array, Array, Array]:
     """Beam search with per-beam end-of-sequence handling and length normalisation.
 
@@ -374,7 +387,7 @@ def beam_search(
     scores, order = lax.top_k(scores, beam_size)  # best first
     lengths = jnp.take_along_axis(lengths, order, axis=-1)
     tokens = jnp.take_along_axis(tokens, order[None], axis=nb + 1)
-    return tokens, lengths, scores
+    return _tokens_layout(tokens, time_major), lengths, scores
 
 
 # ----------------------------------------------------------------------------- language model

@@ -119,3 +119,20 @@ def test_losses_and_masks():
     mask = rj.mask_from_lengths(LENGTHS, T)
     np.testing.assert_allclose(rj.sequence_accuracy(bm(logits), bm(labels), mask=bm(mask), time_major=False),
                                rj.sequence_accuracy(logits, labels, mask=mask), atol=1e-7)
+
+
+def test_decoding_outputs():
+    lm = rj.language_model(rj.gru(3, H), 7, embed_size=3)
+    params = lm.init(jax.random.key(8))
+    state, start = lm.initial_carry((B,)), jnp.zeros((B,), jnp.int32)
+    tokens, lengths = rj.greedy(lm.step, params, state, start, max_len=4, eos=1)
+    tokens_b, lengths_b = rj.greedy(lm.step, params, state, start, max_len=4, eos=1, time_major=False)
+    np.testing.assert_array_equal(tokens_b, bm(tokens))
+    np.testing.assert_array_equal(lengths_b, lengths)
+    key = jax.random.key(9)
+    np.testing.assert_array_equal(rj.sample(lm.step, params, state, start, key, max_len=4, time_major=False)[0],
+                                  bm(rj.sample(lm.step, params, state, start, key, max_len=4)[0]))
+    beams = rj.beam_search(lm.step, params, state, start, max_len=4, beam_size=2)
+    beams_b = rj.beam_search(lm.step, params, state, start, max_len=4, beam_size=2, time_major=False)
+    np.testing.assert_array_equal(beams_b[0], jnp.moveaxis(beams[0], 0, -1))  # [B, K, max_len]
+    np.testing.assert_allclose(beams_b[2], beams[2])
