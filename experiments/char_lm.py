@@ -155,7 +155,10 @@ def make_schedule(cfg):
         η(t) = lr · t / warmup                                                   t < warmup
         η(t) = lr · (0.05 + 0.95 · (1 + cos(π (t - warmup) / (steps - warmup))) / 2)   otherwise
     """
-    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, end_value=0.05 * cfg.lr)
+    warmup = getattr(cfg, "warmup", 0)  # configurations without one (min_rnn's) decay from the start
+    if not warmup:
+        return optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=0.05)
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, cfg.steps, end_value=0.05 * cfg.lr)
 
 
 def make_optimizer(cfg):

@@ -45,8 +45,8 @@ from rnnjax.xlstm import (
     MLSTMState,
     SLSTMParams,
     SLSTMState,
-    _mlstm_chunkwise,
-    _mlstm_memory,
+    mlstm_chunkwise,
+    mlstm_memory,
     slstm,
     slstm_step,
 )
@@ -604,7 +604,7 @@ def mlstm_block_step(params: MLSTMBlockParams, carry: MLSTMBlockState, x: Array)
     xm, z = jnp.split(_layer_norm(x, params.norm) @ params.w_up, 2, axis=-1)
     conv, c = causal_conv_step(params.conv, carry.conv, xm)
     c = jax.nn.silu(c)
-    cell, h_tilde = _mlstm_memory(carry.cell, *_mlstm_block_inputs(params, xm, c))
+    cell, h_tilde = mlstm_memory(carry.cell, *_mlstm_block_inputs(params, xm, c))
     return MLSTMBlockState(conv, cell), _mlstm_block_out(params, x, h_tilde, c, z).astype(x.dtype)
 
 
@@ -634,7 +634,7 @@ def _mlstm_block_parallel(params, carry, xs, lengths, reverse, chunk_size):
     xm, z = jnp.split(_layer_norm(xs, params.norm) @ params.w_up, 2, axis=-1)
     conv, c = causal_conv(params.conv, carry.conv, xm, lengths)
     c = jax.nn.silu(c)
-    cell, h_tilde = _mlstm_chunkwise(carry.cell, _mlstm_block_inputs(params, xm, c), lengths, chunk_size)
+    cell, h_tilde = mlstm_chunkwise(carry.cell, _mlstm_block_inputs(params, xm, c), lengths, chunk_size)
     ys = _zero_padding(_mlstm_block_out(params, xs, h_tilde, c, z), lengths)
     if reverse:
         ys = flip_sequences(ys, lengths)

@@ -202,11 +202,11 @@ def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
     ((5, 2, 4, 4), (5, 8))
     """
     heads, d, _ = _check_mlstm(params, carry, x)
-    new, h_tilde = _mlstm_memory(carry, *_mlstm_inputs(params, x, heads, d))
+    new, h_tilde = mlstm_memory(carry, *_mlstm_inputs(params, x, heads, d))
     return new, _mlstm_out(params, h_tilde, x).astype(carry.C.dtype)
 
 
-def _mlstm_memory(carry: MLSTMState, q, k, v, i_tilde, log_f):
+def mlstm_memory(carry: MLSTMState, q, k, v, i_tilde, log_f):
     """The memory update and readout of one step, shared by ``mlstm_step`` and the blocks."""
     m_new = jnp.maximum(log_f + carry.m, i_tilde)
     i_gate = jnp.exp(i_tilde - m_new)
@@ -295,7 +295,7 @@ def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size):
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
     if reverse:
         xs = flip_sequences(xs, lengths)
-    final, h_tilde = _mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d), lengths, chunk_size)
+    final, h_tilde = mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d), lengths, chunk_size)
     ys = _mlstm_out(params, h_tilde, xs)
     if lengths is not None:
         mask = steps_mask(lengths, num_steps)[..., None]
@@ -305,7 +305,7 @@ def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size):
     return final, ys.astype(carry.C.dtype)
 
 
-def _mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int):
+def mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int):
     """``(final carry, h̃ [T, *batch, heads, d])`` of the forward recurrence from
     ``inputs = (q, k, v, ĩ, log f)`` (each ``[T, *batch, heads, ...]``), chunk by chunk."""
     num_steps = inputs[0].shape[0]

@@ -8,6 +8,9 @@ import pytest
 import rnnjax as rj
 from tests import reference as ref
 
+# tests/_*.py are scripts the tests run in subprocesses (some act at import): not test modules
+collect_ignore_glob = ["_*.py"]
+
 # name -> (factory, step, NumPy reference, carry is LSTMState)
 CELLS = {
     "elman": (rj.elman, rj.elman_step, ref.elman, False),
