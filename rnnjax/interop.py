@@ -2,8 +2,8 @@
 
 Each peer's recurrent layers are mapped onto the rnnjax cell that computes the same equations,
 with the gate order, weight orientation and bias placement translated exactly; where a peer
-computes something no rnnjax cell computes (Flax's ``MGUCell``, an LSTM with other gate
-functions), the call raises an error naming the option
+computes something no rnnjax cell computes (an LSTM with other gate functions), or a mapping
+that is not written yet (Flax's ``MGUCell``), the call raises an error naming the option
 instead of mapping it approximately.
 
 - PyTorch: ``from_torch(module)``; ``nn.RNN``/``LSTM``/``GRU`` give ``(deep SeqModel, params)``,
@@ -529,8 +529,9 @@ def _unsupported_flax_cell(cell):
     name = type(cell).__name__
     if name == "MGUCell":
         return NotImplementedError(
-            "MGUCell: rnnjax has no minimal gated unit (MGU) cell yet, so flax's MGUCell cannot "
-            "be mapped"
+            "MGUCell: mapping flax's MGUCell onto rnnjax.mgu is not implemented yet (rnnjax.mgu "
+            "computes the same equations; copy the weights by hand: w_ih = [if, in] kernels, "
+            "w_hh = [hf, hn] kernels, b_ih = [if, in] biases, b_hh = [0, hn bias])"
         )
     return TypeError(
         "module: expected a flax LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, RNN or "
@@ -700,7 +701,7 @@ def from_flax(module, variables=None) -> tuple[Any, Any]:
       batch-major ``[*batch, T, F]`` by default. Flax leaves padding outputs as they come;
       rnnjax zeros them, and the valid outputs and final carries agree.
 
-    ``MGUCell`` raises ``NotImplementedError`` (rnnjax has no MGU cell yet). Flax's LSTM carry is
+    ``MGUCell`` raises ``NotImplementedError`` (its mapping onto ``rnnjax.mgu`` is not written yet). Flax's LSTM carry is
     ``(c, h)``; rnnjax's is ``LSTMState(h, c)``.
 
     >>> import flax.linen as nn
