@@ -240,7 +240,7 @@ def conv_lstm(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Convolutional LSTM cell (gates i, f, g, o); see ``conv_lstm_step``.
@@ -261,12 +261,12 @@ def conv_lstm(
 
     def init(key) -> ConvLSTMParams:
         k1, k2, k3 = jax.random.split(key, 3)
-        b = gate_blocks(b_init, k3, (hidden_size,), 4, dtype)
+        b = gate_blocks(b_init, k3, (hidden_size,), 4, param_dtype)
         if forget_bias:
-            b = b.at[hidden_size : 2 * hidden_size].add(jnp.asarray(forget_bias, dtype))
+            b = b.at[hidden_size : 2 * hidden_size].add(jnp.asarray(forget_bias, param_dtype))
         return ConvLSTMParams(
-            w_ih=gate_blocks(w_ih_init, k1, kernel + (input_size, hidden_size), 4, dtype),
-            w_hh=gate_blocks(w_hh_init, k2, kernel + (hidden_size, hidden_size), 4, dtype),
+            w_ih=gate_blocks(w_ih_init, k1, kernel + (input_size, hidden_size), 4, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, kernel + (hidden_size, hidden_size), 4, param_dtype),
             b=b,
         )
 
@@ -282,7 +282,7 @@ def conv_gru(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Convolutional GRU cell (gates r, z, n, reset after the convolution); see ``conv_gru_step``.
@@ -299,10 +299,10 @@ def conv_gru(
     def init(key) -> ConvGRUParams:
         k1, k2, k3, k4 = jax.random.split(key, 4)
         return ConvGRUParams(
-            w_ih=gate_blocks(w_ih_init, k1, kernel + (input_size, hidden_size), 3, dtype),
-            w_hh=gate_blocks(w_hh_init, k2, kernel + (hidden_size, hidden_size), 3, dtype),
-            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, dtype),
-            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, dtype),
+            w_ih=gate_blocks(w_ih_init, k1, kernel + (input_size, hidden_size), 3, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, kernel + (hidden_size, hidden_size), 3, param_dtype),
+            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, param_dtype),
+            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
         )
 
     return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, False), conv_gru_step)

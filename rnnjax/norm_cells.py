@@ -210,7 +210,7 @@ def layer_norm_lstm(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Layer-normalised LSTM cell (gates i, f, g, o); see ``layer_norm_lstm_step``.
@@ -229,17 +229,17 @@ def layer_norm_lstm(
 
     def init(key) -> LayerNormLSTMParams:
         k1, k2, k3 = jax.random.split(key, 3)
-        b = gate_blocks(b_init, k3, (hidden_size,), 4, dtype)
+        b = gate_blocks(b_init, k3, (hidden_size,), 4, param_dtype)
         if forget_bias:
-            b = b.at[hidden_size : 2 * hidden_size].add(jnp.asarray(forget_bias, dtype))
+            b = b.at[hidden_size : 2 * hidden_size].add(jnp.asarray(forget_bias, param_dtype))
         return LayerNormLSTMParams(
-            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 4, dtype),
-            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 4, dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 4, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 4, param_dtype),
             b=b,
-            g_ih=jnp.ones((4 * hidden_size,), dtype),
-            g_hh=jnp.ones((4 * hidden_size,), dtype),
-            g_c=jnp.ones((hidden_size,), dtype),
-            b_c=jnp.zeros((hidden_size,), dtype),
+            g_ih=jnp.ones((4 * hidden_size,), param_dtype),
+            g_hh=jnp.ones((4 * hidden_size,), param_dtype),
+            g_c=jnp.ones((hidden_size,), param_dtype),
+            b_c=jnp.zeros((hidden_size,), param_dtype),
         )
 
     step = layer_norm_lstm_step if eps == LN_EPS else functools.partial(layer_norm_lstm_step, eps=eps)
@@ -254,7 +254,7 @@ def layer_norm_gru(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Layer-normalised GRU cell (gates r, z, n, reset after the product); see ``layer_norm_gru_step``.
@@ -272,12 +272,12 @@ def layer_norm_gru(
     def init(key) -> LayerNormGRUParams:
         k1, k2, k3, k4 = jax.random.split(key, 4)
         return LayerNormGRUParams(
-            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, dtype),
-            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, dtype),
-            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, dtype),
-            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, dtype),
-            g_ih=jnp.ones((3 * hidden_size,), dtype),
-            g_hh=jnp.ones((3 * hidden_size,), dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 3, param_dtype),
+            b_ih=gate_blocks(b_init, k3, (hidden_size,), 3, param_dtype),
+            b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
+            g_ih=jnp.ones((3 * hidden_size,), param_dtype),
+            g_hh=jnp.ones((3 * hidden_size,), param_dtype),
         )
 
     step = layer_norm_gru_step if eps == LN_EPS else functools.partial(layer_norm_gru_step, eps=eps)

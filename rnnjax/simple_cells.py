@@ -150,7 +150,7 @@ def indrnn(
     w_ih_init: Initializer = glorot_uniform,
     u_init: Initializer | None = None,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """IndRNN cell ``h' = act(x W + u ⊙ h + b)``; see ``indrnn_step``.
@@ -184,9 +184,9 @@ def indrnn(
     def init(key) -> IndRNNParams:
         k1, k2, k3 = jax.random.split(key, 3)
         return IndRNNParams(
-            w_ih=draw(w_ih_init, k1, (input_size, hidden_size), dtype),
-            u=draw(u_init, k2, (hidden_size,), dtype),
-            b=draw(b_init, k3, (hidden_size,), dtype),
+            w_ih=draw(w_ih_init, k1, (input_size, hidden_size), param_dtype),
+            u=draw(u_init, k2, (hidden_size,), param_dtype),
+            b=draw(b_init, k3, (hidden_size,), param_dtype),
         )
 
     keywords = {}
@@ -279,7 +279,7 @@ def mgu(
     w_ih_init: Initializer = glorot_uniform,
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Minimal gated unit (gates f, n); see ``mgu_step``.
@@ -297,14 +297,14 @@ def mgu(
 
     def init(key) -> MGUParams:
         k1, k2, k3, k4 = jax.random.split(key, 4)
-        b_ih = gate_blocks(b_init, k3, (hidden_size,), 2, dtype)
+        b_ih = gate_blocks(b_init, k3, (hidden_size,), 2, param_dtype)
         if forget_bias:
-            b_ih = b_ih.at[:hidden_size].add(jnp.asarray(forget_bias, dtype))
+            b_ih = b_ih.at[:hidden_size].add(jnp.asarray(forget_bias, param_dtype))
         return MGUParams(
-            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, dtype),
-            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 2, dtype),
+            w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 2, param_dtype),
+            w_hh=gate_blocks(w_hh_init, k2, (hidden_size, hidden_size), 2, param_dtype),
             b_ih=b_ih,
-            b_hh=gate_blocks(b_init, k4, (hidden_size,), 2, dtype),
+            b_hh=gate_blocks(b_init, k4, (hidden_size,), 2, param_dtype),
         )
 
     step = mgu_step if reset_gate else functools.partial(mgu_step, reset_gate=False)

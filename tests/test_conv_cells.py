@@ -203,7 +203,7 @@ def test_init_defaults_and_factory_arguments():
     for k in range(4):  # recurrent kernels: orthonormal columns of the [9H, H] matrix per gate
         block = np.asarray(p.w_hh[..., k * H:(k + 1) * H]).reshape(9 * H, H)
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
-    g = cc.conv_gru(C, H, 5, spatial_dims=3, dtype=jnp.bfloat16, carry_dtype=jnp.bfloat16)
+    g = cc.conv_gru(C, H, 5, spatial_dims=3, param_dtype=jnp.bfloat16, carry_dtype=jnp.bfloat16)
     assert g.init(jax.random.key(0)).w_hh.shape == (5, 5, 5, H, 3 * H)
     assert g.init(jax.random.key(0)).w_hh.dtype == jnp.bfloat16
     assert g.initial_carry((2, 4, 4, 4)).dtype == jnp.bfloat16
@@ -237,7 +237,7 @@ def test_gradients_match_finite_differences(name):
     factory, _ = CONV_CELLS[name]
     key = jax.random.key(2)
     with jax.enable_x64(True):
-        cell = factory(C, H, (3, 2), dtype=jnp.float64, carry_dtype=jnp.float64)
+        cell = factory(C, H, (3, 2), param_dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
         carry = random_carry(cell, jax.random.fold_in(key, 2), (1, 3, 2), jnp.float64)
         x = normal(jax.random.fold_in(key, 3), (1, 3, 2, C), jnp.float64)

@@ -138,7 +138,7 @@ def test_init_defaults():
         block = np.asarray(p.w_hh[:, k * H:(k + 1) * H])
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
     assert np.abs(p.w_ih).max() <= np.sqrt(6 / (I + H))
-    q = nc.layer_norm_gru(I, H, dtype=jnp.bfloat16).init(jax.random.key(0))
+    q = nc.layer_norm_gru(I, H, param_dtype=jnp.bfloat16).init(jax.random.key(0))
     assert all(l.dtype == jnp.bfloat16 for l in jax.tree_util.tree_leaves(q))
     np.testing.assert_array_equal(q.b_ih, 0.0)
     assert nc.layer_norm_gru(I, H, carry_dtype=jnp.bfloat16).initial_carry((2,)).dtype == jnp.bfloat16
@@ -149,7 +149,7 @@ def test_gradients_match_finite_differences(name):
     factory, step, _ = NORM_CELLS[name]
     key = jax.random.key(3)
     with jax.enable_x64(True):
-        cell = factory(I, H, dtype=jnp.float64, carry_dtype=jnp.float64)
+        cell = factory(I, H, param_dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
         carry = random_carry(cell, jax.random.fold_in(key, 2), (2,), jnp.float64)
         x = normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)

@@ -168,7 +168,7 @@ def test_gradients_match_finite_differences(name):
     factory, _ = SIMPLE_CELLS[name]
     key = jax.random.key(1)
     with jax.enable_x64(True):
-        cell = factory(I, H, dtype=jnp.float64, carry_dtype=jnp.float64)
+        cell = factory(I, H, param_dtype=jnp.float64, carry_dtype=jnp.float64)
         params = random_params(cell, key)
         h = normal(jax.random.fold_in(key, 2), (2, H), jnp.float64)
         x = normal(jax.random.fold_in(key, 3), (2, I), jnp.float64)
