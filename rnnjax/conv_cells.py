@@ -28,7 +28,7 @@ carry (the new carry keeps the carry's dtype). The output ``y`` is the new ``h``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -45,10 +45,17 @@ from rnnjax._checks import (
     check_shape,
     check_sizes,
 )
-from rnnjax.cells import Cell, LSTMState, gate_blocks, glorot_uniform, orthogonal, zeros
+from rnnjax.cells import (
+    Cell,
+    Initializer,
+    LSTMState,
+    gate_blocks,
+    glorot_uniform,
+    orthogonal,
+    zeros,
+)
 
 Array = jax.Array
-Initializer = Callable[..., Array]
 
 __all__ = [
     "ConvGRUParams",

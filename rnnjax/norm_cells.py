@@ -21,7 +21,6 @@ dtype). The output ``y`` is the new ``h``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -36,6 +35,7 @@ from rnnjax._checks import (
 )
 from rnnjax.cells import (
     Cell,
+    Initializer,
     LSTMState,
     gate_blocks,
     glorot_uniform,
@@ -45,7 +45,6 @@ from rnnjax.cells import (
 )
 
 Array = jax.Array
-Initializer = Callable[..., Array]
 
 __all__ = [
     "LayerNormGRUParams",

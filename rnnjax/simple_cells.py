@@ -33,10 +33,18 @@ from rnnjax._checks import (
     check_shape,
     check_sizes,
 )
-from rnnjax.cells import Cell, draw, gate_blocks, glorot_uniform, orthogonal, zeros, zeros_carry
+from rnnjax.cells import (
+    Cell,
+    Initializer,
+    draw,
+    gate_blocks,
+    glorot_uniform,
+    orthogonal,
+    zeros,
+    zeros_carry,
+)
 
 Array = jax.Array
-Initializer = Callable[..., Array]
 
 __all__ = [
     "IndRNNParams",
