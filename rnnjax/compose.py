@@ -442,17 +442,17 @@ def deep(
 
     ``drop`` is inter-layer dropout (an independent mask per entry and step, as in
     ``torch.nn.LSTM(dropout=...)``), applied to the input of every layer but the first and only
-    with ``train=True``. Layers may mix cell types and be ``SeqModel``s themselves:
+    with ``train=True``. Layers may mix cell types and be ``SeqModel`` instances themselves:
     ``deep(bidirectional(f1, b1), bidirectional(f2, b2))`` is a deep bidirectional RNN whose
     layer 2 reads layer 1's merged outputs.
 
     Args:
-      *layers: ``Cell``s (each run with ``rnn``) or ``SeqModel``s.
+      *layers: ``Cell`` or ``SeqModel`` instances (a ``Cell`` is run with ``rnn``).
       dropout: inter-layer dropout rate in ``[0, 1)``.
       residual: add each layer's input to its output, for every layer but the first (their
         input and output sizes must then match).
       recurrent_dropout: variational dropout on the recurrent hidden state of the layers given
-        as ``Cell``s (see ``rnn``); a ``SeqModel`` layer keeps its own setting.
+        as ``Cell`` instances (see ``rnn``); a ``SeqModel`` layer keeps its own setting.
       time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the layers inside are
         called time-major.
 
@@ -542,10 +542,10 @@ def bidirectional(
     parameters, ``BiParams(fwd, bwd)``.
 
     Args:
-      fwd, bwd: ``Cell``s or ``SeqModel``s; they may differ in type and size.
+      fwd, bwd: ``Cell`` or ``SeqModel`` instances; they may differ in type and size.
       merge: ``"concat"`` (``[y→; y←]``, PyTorch's layout), ``"sum"``, ``"mean"``, ``"mul"``, or a
         function ``merge(y_fwd, y_bwd) -> y``.
-      recurrent_dropout: variational recurrent dropout for the directions given as ``Cell``s
+      recurrent_dropout: variational recurrent dropout for the directions given as ``Cell`` instances
         (see ``rnn``).
       time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the directions are
         called time-major.

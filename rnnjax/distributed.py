@@ -142,7 +142,7 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis: Any = 1) -> Any:
         e.g. ``(1, 1, 0)`` for ``(xs, targets, lengths)``.
 
     Returns:
-      The batch as global ``jax.Array``s sharded along ``axis``; the size of each batch axis
+      The batch as global ``jax.Array`` instances sharded along ``axis``; the size of each batch axis
       must be divisible by the number of devices this process holds.
 
     >>> xs = shard_batch(jnp.ones((5, 8, 3)), data_mesh(), axis=1)   # [T, B, I], B split

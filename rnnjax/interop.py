@@ -796,7 +796,7 @@ def to_flax(params, module, variables=None):
 
     Flax linen: ``to_flax(params, module, variables)`` returns new variables (a dict like
     ``variables``, whose shapes are checked) holding ``params``. Flax NNX: ``to_flax(params,
-    module)`` writes the module's ``nnx.Param``s in place and returns the module.
+    module)`` writes the module's ``nnx.Param`` variables in place and returns the module.
 
     The GRU's ``b_hh[:2H]`` is folded into the input biases (flax has no recurrent bias for r
     and z); NNX's GRU has no ``b_hn`` either, so a nonzero ``b_hh[2H:]`` is an error there.
