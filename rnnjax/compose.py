@@ -55,6 +55,7 @@ from rnnjax._checks import (
     time_to,
 )
 from rnnjax.cells import Cell, glorot_uniform
+from rnnjax.learned_state import LearnedStateCarry
 from rnnjax.scan import flip_sequences, scan
 
 Array = jax.Array
@@ -187,7 +188,9 @@ def carry_hidden(carry: Any) -> Array:
     - a NamedTuple with an ``h`` field (``LSTMState``) gives ``h``;
     - a ``BiCarry`` gives ``concat([hidden(fwd), hidden(bwd)], -1)``;
     - a ``StackedCarry`` (the carry of ``stack`` or ``deep``, one entry per layer) gives the top
-      layer's hidden state.
+      layer's hidden state;
+    - a ``LearnedStateCarry`` (``learned_initial_state``) gives its inner carry's (zeros before
+      the first step: the learned value is in the params, see ``learned_carry``).
 
     Other carries raise ``TypeError``, a plain tuple included (a cell's own ``(h, c)`` has no
     field saying which entry is the hidden state): give such a cell's carry an ``h`` field
@@ -200,6 +203,8 @@ def carry_hidden(carry: Any) -> Array:
         return jnp.concatenate([carry_hidden(carry.fwd), carry_hidden(carry.bwd)], axis=-1)
     if isinstance(carry, StackedCarry) and len(carry):
         return carry_hidden(carry[-1])
+    if isinstance(carry, LearnedStateCarry):
+        return carry_hidden(carry.carry)
     if _is_namedtuple(carry) and "h" in carry._fields:
         return carry.h
     if _is_array(carry):
@@ -227,7 +232,8 @@ def with_hidden(carry: Any, h: Array) -> Any:
     The vector→sequence building block "the vector as the initial state": start a cell from
     ``with_hidden(cell.initial_carry(batch), v)``. For a ``StackedCarry`` (``stack``/``deep``)
     every layer's hidden state is replaced, so all layers need ``H`` equal to ``h.shape[-1]``; a
-    ``BiCarry`` splits ``h`` in half between its directions.
+    ``BiCarry`` splits ``h`` in half between its directions. A ``LearnedStateCarry`` is marked
+    started, so the step reads ``h`` and not the learned initial state.
 
     >>> cell = lstm(3, 4)
     >>> with_hidden(cell.initial_carry((2,)), jnp.ones((2, 4))).h.sum()
@@ -239,6 +245,8 @@ def with_hidden(carry: Any, h: Array) -> Any:
         return BiCarry(with_hidden(carry.fwd, h[..., :size_f]), with_hidden(carry.bwd, h[..., size_f:]))
     if isinstance(carry, StackedCarry) and len(carry):
         return StackedCarry(with_hidden(c, h) for c in carry)
+    if isinstance(carry, LearnedStateCarry):
+        return LearnedStateCarry(with_hidden(carry.carry, h), jnp.ones_like(carry.started))
     if _is_namedtuple(carry) and "h" in carry._fields:
         _check_same_shape("h", h, carry.h)
         return carry._replace(h=h.astype(carry.h.dtype))
@@ -269,6 +277,8 @@ def _hidden_masks(carry: Any, key: Array, rate: float) -> Any:
     if isinstance(carry, StackedCarry) and len(carry):
         keys = jax.random.split(key, len(carry))
         return StackedCarry(_hidden_masks(c, k, rate) for c, k in zip(carry, keys, strict=True))
+    if isinstance(carry, LearnedStateCarry):  # masks the inner carry; `started` is multiplied by True
+        return LearnedStateCarry(_hidden_masks(carry.carry, key, rate), jnp.ones((), bool))
     if _is_namedtuple(carry) and "h" in carry._fields:
         fields = {f: ones(getattr(carry, f)) for f in carry._fields}
         fields["h"] = mask_like(carry.h, key)
