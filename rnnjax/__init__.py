@@ -128,6 +128,7 @@ from rnnjax.losses import (
     sequence_mse,
 )
 from rnnjax.conv_cells import ConvGRUParams, ConvLSTMParams, conv_gru, conv_gru_step, conv_lstm, conv_lstm_step
+from rnnjax.learned_state import LearnedStateCarry, LearnedStateParams, learned_carry, learned_initial_state
 from rnnjax.linear_rnn import (
     LRUParams,
     RGLRUParams,
@@ -202,6 +203,7 @@ __all__ = [
     # composition
     "SeqModel", "StackedCarry", "BiParams", "BiCarry", "DenseParams",
     "rnn", "stack", "deep", "bidirectional", "carry_hidden", "with_hidden",
+    "LearnedStateParams", "LearnedStateCarry", "learned_initial_state", "learned_carry",
     "pool_last", "pool_mean", "pool_max", "repeat_vector", "dense_init", "dense",
     # attention, encoder–decoder, decoding
     "Attention", "AdditiveParams", "GeneralParams", "DotParams",
