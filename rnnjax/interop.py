@@ -2,15 +2,16 @@
 
 Each peer's recurrent layers are mapped onto the rnnjax cell that computes the same equations,
 with the gate order, weight orientation and bias placement translated exactly; where a peer
-computes something no rnnjax cell computes (an LSTM with other gate functions), or a mapping
-that is not written yet (Flax's ``MGUCell``), the call raises an error naming the option
-instead of mapping it approximately.
+computes something no rnnjax cell computes (an LSTM with other gate functions, a flax cell
+whose ``carry_init`` is not zeros), the call raises an error naming the option instead of
+mapping it approximately.
 
 - PyTorch: ``from_torch(module)``; ``nn.RNN``/``LSTM``/``GRU`` give ``(deep SeqModel, params)``,
   ``nn.RNNCell``/``LSTMCell``/``GRUCell`` give ``(Cell, params)``;
 - Flax linen: ``from_flax(module, variables)`` and Flax NNX: ``from_flax(module)``, for
-  ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell`` (``(Cell, params)``) and
-  ``RNN``, ``Bidirectional`` (``(SeqModel, params)``);
+  ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``, linen's ``MGUCell``
+  (``(Cell, params)``; NNX has no ``MGUCell``) and ``RNN``, ``Bidirectional``
+  (``(SeqModel, params)``);
 - Haiku: ``from_haiku(params, "LSTM" | "GRU" | "VanillaRNN")`` gives ``(Cell, params)``;
 - Equinox: ``from_equinox(cell)`` for ``eqx.nn.LSTMCell``/``GRUCell`` gives ``(Cell, params)``;
 - Keras 3: ``from_keras(layer, weights=None)`` for ``LSTM``, ``GRU``, ``SimpleRNN`` and
@@ -34,8 +35,11 @@ How each peer maps (``W`` blocks are per gate; rnnjax weights are ``(in, out)``)
 - Flax linen: the per-gate dense layers are concatenated (LSTM: biases on the ``h*`` layers;
   GRU: biases on ``ir``, ``iz``, ``in`` and ``hn``, so ``b_hh = [0, 0, b_hn]``). NNX's GRU has
   no ``b_hn``: it maps exactly to ``GRUParams`` with ``b_hh = 0``, and ``to_flax`` refuses a
-  nonzero ``b_hh[2H:]``. ``RNN`` and ``Bidirectional`` follow their ``time_major``
-  (batch-major ``[*batch, T, F]`` by default).
+  nonzero ``b_hh[2H:]``. ``MGUCell`` (gates f, n) maps to ``rnnjax.mgu`` with its
+  ``reset_gate``: ``w_ih = [if, in]``, ``w_hh = [hf, hn]`` kernels, ``b_ih = [if, in]`` biases
+  and ``b_hh = [0, b_hn]`` (``hn`` has a bias only with ``reset_gate=True``; ``to_flax`` folds
+  the parts of ``b_hh`` flax has no place for into the input biases). ``RNN`` and
+  ``Bidirectional`` follow their ``time_major`` (batch-major ``[*batch, T, F]`` by default).
 - Haiku: ``LSTM`` has gates i, g, f, o and adds 1 to the forget pre-activation inside the
   step; rnnjax folds that 1 into ``b``. ``GRU`` is the reset-before GRU with gates z, r, a and
   ``h' = (1 - z) h + z a``: rnnjax's ``z`` is Haiku's ``1 - z``, so the z-gate weights and bias
@@ -146,30 +150,12 @@ def _check_zero(name: str, value: Any, why: str) -> None:
                          f"{float(np.abs(v).max()):.3g}")
 
 
-def _moveaxis_tree(tree, src: int, dst: int):
-    return jax.tree_util.tree_map(lambda y: jnp.moveaxis(y, src, dst), tree)
-
-
-def _batch_major(model):
-    """``model`` reading and returning ``[*batch, T, F]`` (time the second-to-last axis)."""
-
-    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
-        check_array("xs", xs)
-        if xs.ndim < 2:
-            raise ValueError(f"xs: expected shape [*batch, T, I] (batch-major), got {tuple(xs.shape)}")
-        carry, ys = model.apply(params, jnp.moveaxis(xs, -2, 0), lengths=lengths, carry=carry,
-                                train=train, key=key)
-        return carry, _moveaxis_tree(ys, 0, -2)
-
-    return rj.SeqModel(model.init, apply)
-
-
-def _outputs_reversed(model):
+def _outputs_reversed(model, time_major: bool):
     """``model`` whose outputs come in processing order of a reverse scan (each valid prefix flipped)."""
 
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
         carry, ys = model.apply(params, xs, lengths=lengths, carry=carry, train=train, key=key)
-        return carry, rj.flip_sequences(ys, lengths)
+        return carry, rj.flip_sequences(ys, lengths, time_major=time_major)
 
     return rj.SeqModel(model.init, apply)
 
@@ -306,9 +292,7 @@ def from_torch(module) -> tuple[Any, Any]:
                  for p in ps]
         layers.append(rj.bidirectional(*cells) if directions == 2 else cells[0])
         params.append(rj.BiParams(*ps) if directions == 2 else ps[0])
-    model = rj.deep(*layers, dropout=float(module.dropout))
-    if module.batch_first:
-        model = _batch_major(model)
+    model = rj.deep(*layers, dropout=float(module.dropout), time_major=not module.batch_first)
     return _no_packed(model), tuple(params)
 
 
@@ -525,17 +509,21 @@ def _flax_dtype(cell, dtype) -> None:
         )
 
 
-def _unsupported_flax_cell(cell):
-    name = type(cell).__name__
-    if name == "MGUCell":
-        return NotImplementedError(
-            "MGUCell: mapping flax's MGUCell onto rnnjax.mgu is not implemented yet (rnnjax.mgu "
-            "computes the same equations; copy the weights by hand: w_ih = [if, in] kernels, "
-            "w_hh = [hf, hn] kernels, b_ih = [if, in] biases, b_hh = [0, hn bias])"
+def _flax_carry_init(cell) -> None:
+    """rnnjax's cells start from zeros; a flax cell whose ``carry_init`` is another one does not."""
+    carry_init = getattr(cell, "carry_init", None)
+    if carry_init is not None and carry_init is not _need("flax.linen", "flax").initializers.zeros_init():
+        raise ValueError(
+            f"carry_init: the flax cell starts from carry_init={carry_init!r}, rnnjax's cells from "
+            "zeros; build the cell with the default carry_init (the weights are unchanged) to "
+            "convert it, and pass any other initial state as carry="
         )
+
+
+def _unsupported_flax_cell(cell):
     return TypeError(
-        "module: expected a flax LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, RNN or "
-        f"Bidirectional, got {name}"
+        "module: expected a flax LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell (linen), "
+        f"RNN or Bidirectional, got {type(cell).__name__}"
     )
 
 
@@ -552,6 +540,7 @@ def _get(tree, path: tuple, where: str, peer: str):
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
+_MGU_GATES = ("f", "n")
 
 
 def _linen_cell(cell, p, where: str):
@@ -580,13 +569,27 @@ def _linen_cell(cell, p, where: str):
                              "rnnjax's Elman cell has no such term")
         params = rj.ElmanParams(_jnp(g("i", "kernel")), _jnp(g("h", "kernel")), _jnp(g("i", "bias")))
         kind = "elman"
+    elif isinstance(cell, linen.MGUCell):
+        _flax_fns(cell, "MGU")
+        w_ih = np.concatenate([g("i" + c, "kernel") for c in _MGU_GATES], axis=-1)
+        w_hh = np.concatenate([g("h" + c, "kernel") for c in _MGU_GATES], axis=-1)
+        b_ih = np.concatenate([g("i" + c, "bias") for c in _MGU_GATES], axis=-1)
+        # hf has no bias; hn has one only with reset_gate (without, it would just add to in's)
+        b_hn = g("hn", "bias") if cell.reset_gate else np.zeros_like(b_ih[: b_ih.shape[0] // 2])
+        b_hh = np.concatenate([np.zeros_like(b_hn), b_hn])
+        params = rj.MGUParams(_jnp(w_ih), _jnp(w_hh), _jnp(b_ih), _jnp(b_hh))
+        kind = "mgu"
     else:
         raise _unsupported_flax_cell(cell)
     _flax_dtype(cell, params.w_ih.dtype)
+    _flax_carry_init(cell)
     hidden = params.w_hh.shape[0]
     if hidden != cell.features:
         raise ValueError(f"variables: {where} holds a hidden size of {hidden}, but the cell has "
                          f"features={cell.features}")
+    if kind == "mgu":
+        return rj.mgu(params.w_ih.shape[0], hidden, reset_gate=bool(cell.reset_gate),
+                      param_dtype=params.w_ih.dtype), params
     act = cell.activation_fn if kind == "elman" else "tanh"
     return _cell(kind, params.w_ih.shape[0], hidden, params.w_ih.dtype, act), params
 
@@ -628,6 +631,7 @@ def _nnx_cell(cell):
     else:
         raise _unsupported_flax_cell(cell)
     _flax_dtype(cell, params.w_ih.dtype)
+    _flax_carry_init(cell)
     act = cell.activation_fn if kind == "elman" else "tanh"
     return _cell(kind, params.w_ih.shape[0], params.w_hh.shape[0], params.w_ih.dtype, act), params
 
@@ -659,20 +663,18 @@ def _flax_seq(module, p, kind: str):
         cf, pf = cell_of(module.forward_rnn, _sub(p, "forward_rnn", "") if kind == "linen" else None, "forward_rnn")
         cb, pb = cell_of(module.backward_rnn, _sub(p, "backward_rnn", "") if kind == "linen" else None, "backward_rnn")
         merge = "concat" if _is_flax_concat(module.merge_fn) else module.merge_fn
-        model = rj.bidirectional(cf, cb, merge=merge)
+        model = rj.bidirectional(cf, cb, merge=merge, time_major=bool(module.time_major))
         params = rj.BiParams(pf, pb)
     elif isinstance(module, lib.RNN):
         if kind == "linen":
             cell, params = _linen_cell(module.cell, _sub(p, "cell", ""), "variables['params']['cell']")
         else:
             cell, params = _nnx_cell(module.cell)
-        model = rj.rnn(cell, reverse=bool(module.reverse))
+        model = rj.rnn(cell, reverse=bool(module.reverse), time_major=bool(module.time_major))
         if module.reverse and not module.keep_order:
-            model = _outputs_reversed(model)
+            model = _outputs_reversed(model, bool(module.time_major))
     else:
         return None
-    if not module.time_major:
-        model = _batch_major(model)
     return model, params
 
 
@@ -695,14 +697,18 @@ def from_flax(module, variables=None) -> tuple[Any, Any]:
     - ``GRUCell`` → ``(rnnjax.gru cell, GRUParams)``; linen's ``hn`` bias is ``b_hh[2H:]``,
       NNX's GRU has none (``b_hh = 0``);
     - ``SimpleCell`` → ``(rnnjax.elman cell with the cell's activation_fn, ElmanParams)``;
+    - linen ``MGUCell`` → ``(rnnjax.mgu cell with the cell's reset_gate, MGUParams)``;
+      ``b_hh = [0, hn bias]`` (``hn`` has a bias only with ``reset_gate=True``, so ``b_hh = 0``
+      without). Flax NNX has no ``MGUCell``;
     - ``RNN(cell)`` → ``(rnnjax.rnn model, params)``; ``Bidirectional(RNN, RNN)`` →
       ``(rnnjax.bidirectional model, BiParams)``; a custom ``merge_fn`` is used as rnnjax's
       ``merge`` (it must act on the feature axis only). Both follow the module's ``time_major``:
       batch-major ``[*batch, T, F]`` by default. Flax leaves padding outputs as they come;
       rnnjax zeros them, and the valid outputs and final carries agree.
 
-    ``MGUCell`` raises ``NotImplementedError`` (its mapping onto ``rnnjax.mgu`` is not written yet). Flax's LSTM carry is
-    ``(c, h)``; rnnjax's is ``LSTMState(h, c)``.
+    Flax's LSTM carry is ``(c, h)``; rnnjax's is ``LSTMState(h, c)``. rnnjax's cells start
+    from zeros, so a cell with another ``carry_init`` raises ``ValueError`` (other initial
+    states are the model's ``carry=``).
 
     >>> import flax.linen as nn
     >>> module = nn.RNN(nn.GRUCell(4))
@@ -775,6 +781,26 @@ def _flax_cell_arrays(cell, params, name: str, kind: str) -> dict:
                     ("dense_h", "kernel"): np.asarray(params.w_hh)}
         return {("i", "kernel"): np.asarray(params.w_ih), ("i", "bias"): np.asarray(params.b),
                 ("h", "kernel"): np.asarray(params.w_hh)}
+    if isinstance(cell, getattr(lib, "MGUCell", ())):
+        _flax_fns(cell, "MGU")
+        _check_type(name, params, rj.MGUParams, f"flax {type(cell).__name__}")
+        hidden = cell.features
+        _check_leaf(f"{name}.w_hh", params.w_hh, (hidden, 2 * hidden), "the hf and hn kernels side by side")
+        for field in ("b_ih", "b_hh"):
+            _check_leaf(f"{name}.{field}", getattr(params, field), (2 * hidden,), "gates f, n")
+        b_ih, b_hh = np.asarray(params.b_ih), np.asarray(params.b_hh)
+        # b_hh's f part, and without reset_gate its n part too, is only ever added to b_ih's
+        folded = hidden if cell.reset_gate else 2 * hidden
+        b_in = np.concatenate([(_f32(b_ih[:folded]) + _f32(b_hh[:folded])).astype(b_ih.dtype), b_ih[folded:]])
+        wi, wh, bi = (np.split(a, 2, axis=-1) for a in (np.asarray(params.w_ih), np.asarray(params.w_hh), b_in))
+        out = {}
+        for j, c in enumerate(_MGU_GATES):
+            out[("i" + c, "kernel")] = wi[j]
+            out[("i" + c, "bias")] = bi[j]
+            out[("h" + c, "kernel")] = wh[j]
+        if cell.reset_gate:
+            out[("hn", "bias")] = b_hh[hidden:]
+        return out
     raise _unsupported_flax_cell(cell)
 
 
@@ -800,6 +826,9 @@ def to_flax(params, module, variables=None):
 
     The GRU's ``b_hh[:2H]`` is folded into the input biases (flax has no recurrent bias for r
     and z); NNX's GRU has no ``b_hn`` either, so a nonzero ``b_hh[2H:]`` is an error there.
+    Likewise the MGU's ``b_hh[:H]`` is folded into the ``if`` bias, and with
+    ``reset_gate=False`` (no ``hn`` bias) ``b_hh[H:]`` into the ``in`` bias: the same function,
+    and ``from_flax`` gives the params back exactly when the folded parts are zero.
 
     >>> import flax.linen as nn
     >>> module = nn.LSTMCell(4)
@@ -1191,9 +1220,9 @@ def from_keras(layer, weights=None) -> tuple[Any, Any]:
         raise ValueError(f"weights: expected {offset} arrays for this layer, got {len(ws)}")
     if merge is None:
         (cell, params), = made
-        return _batch_major(rj.rnn(cell)), params
+        return rj.rnn(cell, time_major=False), params
     (cf, pf), (cb, pb) = made
-    return _batch_major(rj.bidirectional(cf, cb, merge=merge)), rj.BiParams(pf, pb)
+    return rj.bidirectional(cf, cb, merge=merge, time_major=False), rj.BiParams(pf, pb)
 
 
 def to_keras(params, layer):

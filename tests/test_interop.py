@@ -324,9 +324,6 @@ def test_linen_round_trip_from_rnnjax_and_errors(linen):
     x, h = jnp.asarray(rng().normal(size=(B, IN)), jnp.float32), jnp.asarray(rng(1).normal(size=(B, H)), jnp.float32)
     np.testing.assert_allclose(rj.gru_step(back, h, x)[1], rj.gru_step(full, h, x)[1], **TOL)
 
-    mgu = linen.MGUCell(H)
-    with pytest.raises(NotImplementedError, match="MGUCell: mapping flax's MGUCell onto rnnjax.mgu is not implemented yet"):
-        interop.from_flax(mgu, mgu.init(jax.random.key(0), jnp.zeros((B, H)), jnp.zeros((B, IN))))
     hard = linen.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid)
     v = hard.init(jax.random.key(0), (jnp.zeros((B, H)), jnp.zeros((B, H))), jnp.zeros((B, IN)))
     with pytest.raises(ValueError, match="gate_fn: rnnjax's LSTM gates are sigmoid"):
@@ -343,6 +340,92 @@ def test_linen_round_trip_from_rnnjax_and_errors(linen):
         interop.from_flax(cell, {"params": {k: v for k, v in variables["params"].items() if k != "hn"}})
     with pytest.raises(ValueError, match=r"params: variables cell/ir/kernel has shape \(3, 4\), the params give \(5, 4\)"):
         interop.to_flax(zeros(rj.GRUParams, 5, H, 3), linen.RNN(cell), {"params": {"cell": variables["params"]}})
+
+
+# ------------------------------------------------------------------------ Flax linen MGUCell
+
+
+def mgu_variables(linen, cell, seed):
+    """Random variables (every leaf nonzero) of a linen MGUCell on [B, IN] inputs."""
+    return randomise(cell.init(jax.random.key(0), jnp.zeros((B, H)), jnp.zeros((B, IN))), seed)
+
+
+@pytest.mark.parametrize("reset_gate", [True, False])
+def test_linen_mgu_padded_batch(linen, batch, reset_gate):
+    xs, _ = batch
+    module = linen.RNN(linen.MGUCell(H, reset_gate=reset_gate), return_carry=True)
+    variables = randomise(module.init(jax.random.key(0), xs), seed=11)
+    assert ("bias" in variables["params"]["cell"]["hn"]) == reset_gate  # flax's hn bias comes with the gate
+    carry_f, ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs)
+    model, params = interop.from_flax(module, variables)
+    assert isinstance(params, rj.MGUParams)
+    carry, ys = run(model, params, xs)
+    np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
+    np.testing.assert_allclose(carry, carry_f, **TOL)
+    # flax -> rnnjax -> flax reproduces the variables exactly
+    assert_trees_equal(interop.to_flax(params, module, variables), variables)
+
+    # rnnjax -> flax -> rnnjax gives the params back bitwise where flax can hold them: b_hh's
+    # f part (and without the reset gate its n part) is folded into the input biases
+    mine = random_like(zeros(rj.MGUParams, IN, H, 2), seed=12)
+    mine = mine._replace(b_hh=mine.b_hh.at[: H if reset_gate else 2 * H].set(0.0))
+    cell = linen.MGUCell(H, reset_gate=reset_gate)
+    template = mgu_variables(linen, cell, seed=13)
+    assert_trees_equal(interop.from_flax(cell, interop.to_flax(mine, cell, template))[1], mine)
+    # a nonzero folded part is the same function: one flax step equals rnnjax's step on the full params
+    full = random_like(zeros(rj.MGUParams, IN, H, 2), seed=14)
+    x = jnp.asarray(rng(2).normal(size=(B, IN)), jnp.float32)
+    h = jnp.asarray(rng(3).normal(size=(B, H)), jnp.float32)
+    h_f, _ = cell.apply(interop.to_flax(full, cell, template), h, x)
+    np.testing.assert_allclose(h_f, rj.mgu_step(full, h, x, reset_gate=reset_gate)[1], **TOL)
+
+
+def test_linen_mgu_bidirectional_and_reverse(linen, batch):
+    xs, _ = batch
+    # each direction with its own reset_gate: the converted cells must keep them apart
+    module = linen.Bidirectional(linen.RNN(linen.MGUCell(H)), linen.RNN(linen.MGUCell(H, reset_gate=False)),
+                                 return_carry=True)
+    variables = randomise(module.init(jax.random.key(0), xs), seed=15)
+    (cf, cb), ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs)
+    model, params = interop.from_flax(module, variables)
+    carry, ys = run(model, params, xs)
+    np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
+    assert_trees_close(carry, rj.BiCarry(cf, cb))
+    assert_trees_equal(interop.to_flax(params, module, variables), variables)
+
+    # a batch-major reverse RNN without keep_order returns outputs in processing order
+    module = linen.RNN(linen.MGUCell(H), reverse=True, return_carry=True)
+    variables = randomise(module.init(jax.random.key(0), xs), seed=16)
+    c_f, ys_f = jax.jit(lambda v, x: module.apply(v, x, seq_lengths=LENGTHS))(variables, xs)
+    model, params = interop.from_flax(module, variables)
+    carry, ys = run(model, params, xs)
+    np.testing.assert_allclose(ys, valid(ys_f, 1), **TOL)
+    np.testing.assert_allclose(carry, c_f, **TOL)
+
+
+def test_linen_mgu_unsupported_options(linen, nnx):
+    variables = mgu_variables(linen, linen.MGUCell(H), seed=17)
+    for kw, match in ((dict(gate_fn=jax.nn.hard_sigmoid), "^gate_fn: rnnjax's MGU gates are sigmoid"),
+                      (dict(activation_fn=jax.nn.relu), "^activation_fn: rnnjax's MGU uses tanh"),
+                      (dict(dtype=jnp.bfloat16), "^dtype: the flax cell computes in bfloat16 with float32 params"),
+                      (dict(carry_init=linen.initializers.ones_init()), "^carry_init: the flax cell starts from")):
+        with pytest.raises(ValueError, match=match):
+            interop.from_flax(linen.MGUCell(H, **kw), variables)
+        with pytest.raises(ValueError, match=match):
+            interop.from_flax(linen.RNN(linen.MGUCell(H, **kw)), {"params": {"cell": variables["params"]}})
+    # the default carry_init given explicitly is fine
+    interop.from_flax(linen.MGUCell(H, carry_init=linen.initializers.zeros_init()), variables)
+    with pytest.raises(ValueError, match=r"variables: expected variables\['params'\]\['hn'\] \(the params of a flax MGUCell\), missing"):
+        interop.from_flax(linen.MGUCell(H), {"params": {k: v for k, v in variables["params"].items() if k != "hn"}})
+    cell = linen.MGUCell(H)
+    with pytest.raises(TypeError, match="params: expected rnnjax MGUParams \\(for flax MGUCell\\), got GRUParams"):
+        interop.to_flax(zeros(rj.GRUParams, IN, H, 3), cell, variables)
+    with pytest.raises(ValueError, match=r"params.b_hh: expected shape \(8,\) \(gates f, n\), got \(12,\)"):
+        interop.to_flax(zeros(rj.MGUParams, IN, H, 2)._replace(b_hh=jnp.zeros(3 * H)), cell, variables)
+    with pytest.raises(ValueError, match=r"params: variables if/kernel has shape \(3, 4\), the params give \(5, 4\)"):
+        interop.to_flax(zeros(rj.MGUParams, 5, H, 2), cell, variables)
+    # flax NNX has no MGUCell (flax 0.12): when it gains one, interop must map it too
+    assert not hasattr(nnx, "MGUCell"), "flax NNX now has an MGUCell: map it in rnnjax.interop"
 
 
 # -------------------------------------------------------------------------------- Flax NNX
