@@ -2,7 +2,11 @@
 
 Sequences are time-major (``[T, *batch, ...]``). Each loss takes either ``lengths: [*batch]``
 (positions ``t >= lengths[b]`` are padding) or an explicit ``mask: [T, *batch]`` (True where
-valid), never both. Padding positions may hold anything, NaN or out-of-range label ids
+valid), never both. As in ``rnnjax.scan``, the batch axes are those of ``lengths``: any leading
+part of the axes between time and features, the remaining ones belonging to each step (ConvLSTM
+frames ``[T, B, H, W, C]`` with ``lengths: [B]``; per-pixel logits ``[T, B, H, W, K]`` with
+labels ``[T, B, H, W]``). Every position of a valid step is then valid, and ``"mean"`` averages
+over all of them (each pixel of each valid frame counts once). Padding positions may hold anything, NaN or out-of-range label ids
 included: they are replaced before the loss is computed, so they reach neither the value nor
 the gradient.
 
@@ -70,6 +74,12 @@ def _time_first(time_major: bool, name: str, first: Any, lengths: Any, *others: 
     if check_bool("time_major", time_major):
         return None, (first, *others)
     axis = batch_major_axis(first, lengths, name=name)
+    if lengths is not None and tuple(np.shape(lengths)) != tuple(first.shape[:axis]):
+        raise ValueError(
+            f"lengths: expected shape {shape_str(tuple(first.shape[:axis]))} (time_major=False: the batch axes "
+            f"of {name} are the leading ones, as many as lengths has, the time axis after them), "
+            f"got {tuple(np.shape(lengths))}"
+        )
     moved = [a if a is None else jnp.moveaxis(jnp.asarray(a), axis, 0) for a in (first, *others)]
     return axis, moved
 
@@ -85,8 +95,17 @@ def _resolve_mask(lengths, mask, time_shape: tuple, what: str) -> Array | None:
         raise ValueError("lengths, mask: expected at most one of them, got both")
     num_steps, batch = time_shape[0], tuple(time_shape[1:])
     if lengths is not None:
-        lengths = check_lengths(lengths, batch, num_steps, source=what)
-        return mask_from_lengths(lengths, num_steps)
+        if isinstance(lengths, (list, tuple, int, np.integer)):
+            lengths = np.asarray(lengths)
+        check_array("lengths", lengths)
+        lead = tuple(lengths.shape)
+        if len(lead) > len(batch) or batch[: len(lead)] != lead:
+            raise ValueError(
+                f"lengths: expected shape {shape_str(batch)} or a leading part of it (the batch axes of "
+                f"{what}; any axes after them belong to each step), got {lead}"
+            )
+        valid = steps_mask(check_lengths(lengths, lead, num_steps, source=what), num_steps)  # [T, *lead]
+        return jnp.broadcast_to(valid.reshape(valid.shape + (1,) * (len(batch) - len(lead))), time_shape)
     if mask is not None:
         if isinstance(mask, (list, tuple)):
             mask = np.asarray(mask)
@@ -187,7 +206,8 @@ def sequence_cross_entropy(
       logits: ``[T, *batch, V]`` float.
       labels: ``[T, *batch]`` int ids in ``[0, V)`` (checked at valid positions when concrete;
         under ``jit`` an id outside makes the loss NaN, see the module docstring).
-      lengths: optional ``[*batch]`` ints in ``[0, T]``.
+      lengths: optional ``[*b]`` ints in ``[0, T]``, ``*b`` all of ``*batch`` or a leading part
+        of it (``[B]`` for per-pixel logits ``[T, B, H, W, V]``).
       mask: optional ``[T, *batch]`` bool, True where valid (instead of ``lengths``).
       reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``[T, *batch]``, zero at padding).
       time_major: False for batch-major ``logits: [*batch, T, V]``, ``labels``/``mask``/the
@@ -249,7 +269,8 @@ def sequence_mse(
     Args:
       predictions: ``[T, *batch, F]`` float.
       targets: ``[T, *batch, F]`` float, same shape.
-      lengths: optional ``[*batch]`` ints in ``[0, T]``.
+      lengths: optional ``[*b]`` ints in ``[0, T]``, ``*b`` all of ``*batch`` or a leading part
+        of it (``[B]`` for frames ``[T, B, H, W, C]``: every pixel of a valid frame counts).
       mask: optional ``[T, *batch]`` bool, True where valid (instead of ``lengths``).
       reduction: ``"mean"``, ``"sum"`` or ``"none"``.
       time_major: False for batch-major ``[*batch, T, F]`` (mask and ``"none"`` result ``[*batch, T]``).
@@ -286,8 +307,8 @@ def sequence_accuracy(
     """Fraction of valid positions where ``argmax(logits) == labels`` (0 when none is valid).
 
     Args:
-      logits: ``[T, *batch, V]``; labels: ``[T, *batch]`` int; ``lengths``/``mask``/``time_major``
-        as in :func:`sequence_cross_entropy`.
+      logits: ``[T, *batch, V]``; labels: ``[T, *batch]`` int; ``lengths`` (``[*batch]`` or a
+        leading part of it), ``mask``, ``time_major`` as in :func:`sequence_cross_entropy`.
 
     >>> logits = jnp.array([[[0.0, 1.0]], [[1.0, 0.0]]])   # [T=2, B=1, V=2] predicts 1, 0
     >>> float(sequence_accuracy(logits, jnp.array([[1], [1]])))

@@ -171,3 +171,80 @@ def test_labels_out_of_range_only_at_padding_are_accepted_and_ignored(data):
     np.testing.assert_allclose(float(got), np.mean(terms), rtol=1e-6)
     with pytest.raises(ValueError, match="labels: expected ids"):
         rj.sequence_cross_entropy(logits, dirty_labels.at[1, 0].set(V), lengths=LENGTHS)
+
+
+# ------------------------------------------------- lengths over the leading batch axes only
+
+SP = (3, 2)  # the step's own axes (a frame's H, W)
+
+
+def np_valid(lengths, shape):
+    """``[T, *batch]`` validity by explicit loops: ``t < lengths[batch[:lengths.ndim]]``."""
+    out = np.zeros(shape, bool)
+    for idx in np.ndindex(*shape):
+        out[idx] = idx[0] < lengths[idx[1 : 1 + lengths.ndim]]
+    return out
+
+
+def spatial(seed, shape):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("lengths", [LENGTHS, np.array([[5, 1, 0], [2, 3, 4], [0, 0, 1]])[:, :SP[0]]],
+                         ids=["[B]", "[B, H]"])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_sequence_mse_over_frames_with_batch_lengths(lengths, time_major):
+    pred, target = spatial(1, (T, B, *SP, 2)), spatial(2, (T, B, *SP, 2))
+    valid = np_valid(lengths, (T, B, *SP))
+    pred[~valid] = np.nan  # padding may hold anything
+    sq = np.where(valid[..., None], (np.nan_to_num(pred).astype(np.float64) - target) ** 2, 0.0)
+    want_none = sq.mean(-1)
+    want_mean = sq.sum() / (valid.sum() * 2)
+    move = (lambda a: a) if time_major else (lambda a: np.moveaxis(a, 0, lengths.ndim))
+    args = dict(lengths=jnp.asarray(lengths), time_major=time_major)
+    got = rj.sequence_mse(jnp.asarray(move(pred)), jnp.asarray(move(target)), **args)
+    np.testing.assert_allclose(float(got), want_mean, rtol=1e-5)
+    got = rj.sequence_mse(jnp.asarray(move(pred)), jnp.asarray(move(target)), reduction="none", **args)
+    np.testing.assert_allclose(got, move(want_none), rtol=1e-5, atol=1e-6)
+    grad = jax.grad(lambda p: rj.sequence_mse(p, jnp.asarray(target), lengths=jnp.asarray(lengths)))(jnp.asarray(pred))
+    assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad[~valid]).max()) == 0.0
+
+
+@pytest.mark.parametrize("time_major", [True, False])
+def test_per_pixel_cross_entropy_and_accuracy_with_batch_lengths(time_major):
+    logits = spatial(3, (T, B, *SP, V))
+    labels = np.random.default_rng(4).integers(0, V, (T, B, *SP))
+    valid = np_valid(LENGTHS, (T, B, *SP))
+    lp = np_log_softmax(logits.astype(np.float64))
+    terms, hits = {}, []
+    for idx in zip(*np.nonzero(valid), strict=True):
+        terms[idx] = -lp[idx][labels[idx]]
+        hits.append(float(np.argmax(logits[idx]) == labels[idx]))
+    want_none = np.zeros((T, B, *SP))
+    for idx, v in terms.items():
+        want_none[idx] = v
+    logits[~valid], labels[~valid] = np.nan, V + 3  # garbage padding
+    move = (lambda a: a) if time_major else (lambda a: np.moveaxis(a, 0, 1))
+    args = dict(lengths=jnp.asarray(LENGTHS), time_major=time_major)
+    lo, la = jnp.asarray(move(logits)), jnp.asarray(move(labels))
+    got = rj.sequence_cross_entropy(lo, la, **args)
+    np.testing.assert_allclose(float(got), np.mean(list(terms.values())), rtol=1e-5)
+    got = rj.sequence_cross_entropy(lo, la, reduction="none", **args)
+    np.testing.assert_allclose(got, move(want_none), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(rj.sequence_accuracy(lo, la, **args)), np.mean(hits), rtol=1e-6)
+
+
+@pytest.mark.parametrize("time_major", [True, False])
+def test_lengths_matching_no_leading_batch_axes_is_refused(time_major):
+    logits = jnp.zeros((T, B, *SP, V) if time_major else (B, T, *SP, V))
+    labels = jnp.zeros(logits.shape[:-1], jnp.int32)
+    # time-major: the batch axes [3, 3, 2] are known and lengths must cover a leading part of them;
+    # batch-major: lengths say how many leading axes are batch, and must match them
+    two = r"\[3, 3, 2\] or a leading part" if time_major else r"\[3, 5\] \(time_major=False"
+    one = r"\[3, 3, 2\] or a leading part" if time_major else r"\[3\] \(time_major=False"
+    with pytest.raises(ValueError, match="lengths: expected shape " + two):
+        rj.sequence_cross_entropy(logits, labels, lengths=jnp.array([[1, 2], [1, 2], [1, 2]]), time_major=time_major)
+    with pytest.raises(ValueError, match="lengths: expected shape " + two):
+        rj.sequence_mse(logits, logits, lengths=jnp.ones((B, 2), jnp.int32), time_major=time_major)
+    with pytest.raises(ValueError, match="lengths: expected shape " + one):
+        rj.sequence_accuracy(logits, labels, lengths=jnp.array([1, 2]), time_major=time_major)
