@@ -1,0 +1,140 @@
+"""Sphinx configuration for the rnnjax documentation.
+
+Build (from the repository root; needs the ``docs`` extra):
+
+    .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+The API reference is generated here, at configuration time, from ``rnnjax.__all__`` (and the
+``__all__`` of ``rnnjax.nnx`` and ``rnnjax.interop``): one page per defining module under
+``api/generated/`` (not committed), so a name added to ``__all__`` is documented by the next
+build without touching these files. Everything is offline: no intersphinx, no CDN scripts, no
+math (which would load MathJax from a CDN).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pathlib
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the executed guides and autodoc's imports
+
+import rnnjax  # noqa: E402
+
+project = "rnnjax"
+author = "the rnnjax authors"
+copyright = "the rnnjax authors"
+release = version = rnnjax.__version__
+
+extensions = [
+    "myst_nb",  # Markdown pages (MyST) and executed text notebooks; includes myst_parser
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",  # Google-style Args:/Returns: sections
+]
+
+exclude_patterns = ["_build", "README.md", "**/.ipynb_checkpoints", ".jupyter_cache"]
+html_theme = "furo"  # bundles its CSS/JS: the pages render offline
+html_title = f"rnnjax {release}"
+html_static_path: list[str] = []
+templates_path: list[str] = []
+
+# Markdown ---------------------------------------------------------------------------------------
+myst_enable_extensions = ["colon_fence", "deflist"]  # no dollarmath: math would need MathJax
+myst_heading_anchors = 3  # links to README/EXPERIMENTS sections like (#some-heading) resolve
+
+# Executed guides ---------------------------------------------------------------------------------
+# Every page with a {code-cell} is run on each build, on the CPU, so its code cannot drift from
+# the library; an error in a cell fails the build.
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_timeout = 120
+nb_ipywidgets_js: dict = {}  # no widgets: keep require.js and the widget manager (CDN) out
+nb_merge_streams = True
+
+# API reference -----------------------------------------------------------------------------------
+autodoc_default_options = {"members": False}
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True  # ``dtype=jnp.float32`` rather than its repr
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+add_module_names = False
+
+GENERATED = DOCS / "api" / "generated"
+
+
+def _public(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    return list(module.__all__)
+
+
+def _write_if_changed(path: pathlib.Path, text: str) -> None:
+    """Atomic and only on change: concurrent builds of one tree write the same bytes."""
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _entry(qualified: str, obj: object) -> str:
+    if inspect.isclass(obj):
+        return f".. autoclass:: {qualified}\n   :members:\n"
+    if callable(obj):
+        return f".. autofunction:: {qualified}\n"
+    return f".. autodata:: {qualified}\n"
+
+
+def api_pages() -> dict[str, list[str]]:
+    """``{page: [qualified names]}``: rnnjax's names by defining module, then nnx and interop."""
+    pages: dict[str, list[str]] = {}
+    for name in _public("rnnjax"):
+        obj = getattr(rnnjax, name)
+        pages.setdefault(obj.__module__, []).append(f"rnnjax.{name}")
+    for sub in ("rnnjax.nnx", "rnnjax.interop"):
+        pages[sub] = [f"{sub}.{name}" for name in _public(sub)]
+    return pages
+
+
+def generate_api() -> None:
+    pages = api_pages()
+    for module_name, names in pages.items():
+        module = importlib.import_module(module_name)
+        summary = (inspect.getdoc(module) or "").split("\n\n")[0]
+        title = f"``{module_name}``"
+        lines = [title, "=" * len(title), "", summary, ""]
+        if module_name in ("rnnjax.nnx", "rnnjax.interop"):
+            lines += [f".. module:: {module_name}", "   :no-index:", ""]
+        lines += [_entry(qualified, _resolve(qualified)) for qualified in names]
+        _write_if_changed(GENERATED / f"{module_name}.rst", "\n".join(lines) + "\n")
+    for stale in GENERATED.glob("*.rst"):  # a module that no longer defines public names
+        if stale.stem not in pages:
+            stale.unlink()
+
+
+def _resolve(qualified: str) -> object:
+    module_name, _, name = qualified.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _skip_namedtuple_fields(app, what, name, obj, skip, options):
+    """NamedTuple fields show in the class signature; their 'Alias for field number' docs add nothing."""
+    if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+        return True
+    return skip
+
+
+generate_api()
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_namedtuple_fields)
