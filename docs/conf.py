@@ -22,6 +22,8 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+# the executed pages' kernels import the same rnnjax as autodoc: this tree's
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the executed guides and autodoc's imports
 
