@@ -22,11 +22,15 @@ axis separately, so it takes a conv cell through a wrapper that reshapes ``[*bat
 inputs and ``[*batch, S·H]`` carries to maps and back.
 
 Steps work under ``jit``, ``grad`` and ``vmap``, and with 16-bit params next to a float32
-carry (the new carry keeps the carry's dtype). The output ``y`` is the new ``h``.
+carry (the new carry keeps the carry's dtype). The output ``y`` is the new ``h``. Precision
+follows the classic cells (``rnnjax.cells``): the factories take ``param_dtype`` (storage),
+``dtype`` (the convolutions' operands, accumulated in float32; None: the operands' promoted
+dtype) and ``carry_dtype``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -38,6 +42,7 @@ from jax import lax
 
 from rnnjax._checks import (
     check_batch_shape,
+    check_dtype,
     check_float,
     check_int,
     check_lstm_carry,
@@ -80,16 +85,23 @@ class ConvGRUParams(NamedTuple):
     b_hh: Array  # [3H]
 
 
-def conv_same(x: Array, w: Array) -> Array:
-    """``x [*batch, *spatial, C] ⋆ w [*K, C, O] -> [*batch, *spatial, O]``, stride 1, "SAME"."""
+def conv_same(x: Array, w: Array, dtype=None) -> Array:
+    """``x [*batch, *spatial, C] ⋆ w [*K, C, O] -> [*batch, *spatial, O]``, stride 1, "SAME".
+
+    With ``dtype``, both operands are cast to it and the products accumulated in float32 (as
+    ``rnnjax.cells.matmul``); None: the operands' promoted dtype.
+    """
     n = w.ndim - 2
     lead = x.shape[: x.ndim - n - 1]
     flat = x.reshape((math.prod(lead),) + x.shape[x.ndim - n - 1 :])
-    dtype = jnp.result_type(x.dtype, w.dtype)
     spec = (0, n + 1, *range(1, n + 1))  # N, C, spatial...
     numbers = lax.ConvDimensionNumbers(lhs_spec=spec, rhs_spec=(n + 1, n, *range(n)), out_spec=spec)
+    if dtype is None:
+        dtype, accumulate = jnp.result_type(x.dtype, w.dtype), None
+    else:
+        accumulate = jnp.float32
     out = lax.conv_general_dilated(flat.astype(dtype), w.astype(dtype), (1,) * n, "SAME",
-                                   dimension_numbers=numbers)
+                                   dimension_numbers=numbers, preferred_element_type=accumulate)
     return out.reshape(lead + out.shape[1:])
 
 
@@ -127,7 +139,7 @@ def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
 # ------------------------------------------------------------------------ step functions
 
 
-def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array):
+def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array, *, dtype=None):
     """Convolutional LSTM step, gates in PyTorch order i, f, g, o (``⋆``: "SAME" convolution).
 
     ::
@@ -144,6 +156,7 @@ def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array):
       params: ``ConvLSTMParams(w_ih [*K, C, 4H], w_hh [*K, H, 4H], b [4H])``.
       carry: ``LSTMState(h, c)``, each ``[*batch, *spatial, H]``.
       x: ``[*batch, *spatial, C]``, as many spatial axes as the kernel.
+      dtype: the dtype of the convolutions' operands (float32 accumulation); None: as they are.
 
     References: Shi et al. 2015, "Convolutional LSTM network: a machine learning approach for
     precipitation nowcasting".
@@ -156,7 +169,7 @@ def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array):
     check_params_type(params, ConvLSTMParams)
     check_lstm_carry(carry, made_by="cell.initial_carry(x.shape[:-1])")
     _check_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    z = conv_same(x, params.w_ih) + conv_same(carry.h, params.w_hh) + params.b
+    z = conv_same(x, params.w_ih, dtype) + conv_same(carry.h, params.w_hh, dtype) + params.b
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -164,7 +177,7 @@ def conv_lstm_step(params: ConvLSTMParams, carry: LSTMState, x: Array):
     return new, new.h
 
 
-def conv_gru_step(params: ConvGRUParams, h: Array, x: Array):
+def conv_gru_step(params: ConvGRUParams, h: Array, x: Array, *, dtype=None):
     """Convolutional GRU step, reset gate after the recurrent convolution (as ``gru_step``).
 
     ::
@@ -180,6 +193,7 @@ def conv_gru_step(params: ConvGRUParams, h: Array, x: Array):
       params: ``ConvGRUParams(w_ih [*K, C, 3H], w_hh [*K, H, 3H], b_ih [3H], b_hh [3H])``.
       h: ``[*batch, *spatial, H]``.
       x: ``[*batch, *spatial, C]``.
+      dtype: the dtype of the convolutions' operands (float32 accumulation); None: as they are.
 
     References: Ballas, Yao, Pal & Courville 2016, "Delving deeper into convolutional networks
     for learning video representations"; Shi et al. 2015 (the convolutional recurrence).
@@ -191,8 +205,8 @@ def conv_gru_step(params: ConvGRUParams, h: Array, x: Array):
     """
     check_params_type(params, ConvGRUParams)
     _check_args(params, {"carry": h}, x, 3)
-    xr, xz, xn = jnp.split(conv_same(x, params.w_ih) + params.b_ih, 3, axis=-1)
-    hr, hz, hn = jnp.split(conv_same(h, params.w_hh) + params.b_hh, 3, axis=-1)
+    xr, xz, xn = jnp.split(conv_same(x, params.w_ih, dtype) + params.b_ih, 3, axis=-1)
+    hr, hz, hn = jnp.split(conv_same(h, params.w_hh, dtype) + params.b_hh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
@@ -223,6 +237,14 @@ def _kernel_shape(kernel_size, spatial_dims) -> tuple:
     return tuple(int(k) for k in kernel_size)
 
 
+def _policy_step(step, param_dtype, dtype, carry_dtype):
+    """``step`` with the compute ``dtype`` bound when given."""
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("dtype", dtype, allow_none=True)
+    check_dtype("carry_dtype", carry_dtype)
+    return step if dtype is None else functools.partial(step, dtype=jnp.dtype(dtype))
+
+
 def _spatial_carry(hidden_size: int, spatial_dims: int, carry_dtype, lstm_like: bool):
     def initial_carry(batch_shape=()):
         lead = check_batch_shape(batch_shape)
@@ -248,6 +270,7 @@ def conv_lstm(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Convolutional LSTM cell (gates i, f, g, o); see ``conv_lstm_step``.
@@ -258,6 +281,7 @@ def conv_lstm(
     recurrent kernels orthogonal (``[prod(K)·H, H]`` with orthonormal columns), each per gate
     block; biases ``b_init`` (zeros) plus ``forget_bias`` on the forget gate.
     ``initial_carry`` takes ``x.shape[:-1]`` = ``(*batch, *spatial)`` (see the module notes).
+    ``param_dtype``/``dtype``/``carry_dtype``: the precision policy of ``rnnjax.lstm``.
 
     >>> cell = conv_lstm(2, 8, kernel_size=3, spatial_dims=3)
     >>> cell.init(jax.random.key(0)).w_hh.shape
@@ -277,7 +301,8 @@ def conv_lstm(
             b=b,
         )
 
-    return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, True), conv_lstm_step)
+    return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, True),
+                _policy_step(conv_lstm_step, param_dtype, dtype, carry_dtype))
 
 
 def conv_gru(
@@ -290,6 +315,7 @@ def conv_gru(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Convolutional GRU cell (gates r, z, n, reset after the convolution); see ``conv_gru_step``.
@@ -312,4 +338,5 @@ def conv_gru(
             b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
         )
 
-    return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, False), conv_gru_step)
+    return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, False),
+                _policy_step(conv_gru_step, param_dtype, dtype, carry_dtype))

@@ -15,7 +15,10 @@ separate, exactly as in ``rnnjax.gru_step``.
 
 Steps work for any leading batch shape (including none), under ``jit``, ``grad`` and
 ``vmap``, and with 16-bit params next to a float32 carry (the new carry keeps the carry's
-dtype). The output ``y`` is the new ``h``.
+dtype). The output ``y`` is the new ``h``. Precision follows the classic cells (``rnnjax.cells``):
+the factories take ``param_dtype`` (storage), ``dtype`` (the matrix products' operands,
+accumulated in float32; None: the operands as they are) and ``carry_dtype``; the
+normalisations, gates and cell state are computed in the pre-activations' float32.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax._checks import (
+    check_dtype,
     check_float,
     check_lstm_carry,
     check_params_type,
@@ -39,6 +43,7 @@ from rnnjax.cells import (
     LSTMState,
     gate_blocks,
     glorot_uniform,
+    matmul,
     orthogonal,
     zeros,
     zeros_carry,
@@ -118,7 +123,8 @@ def _check_args(params, carry_leaves: dict, x, num_gates: int) -> None:
 # ------------------------------------------------------------------------ step functions
 
 
-def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array, *, eps: float = LN_EPS):
+def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array, *, eps: float = LN_EPS,
+                         dtype=None):
     """Layer-normalised LSTM step (Ba et al. 2016, eqs. 20–22), gates in PyTorch order i, f, g, o.
 
     ::
@@ -136,6 +142,7 @@ def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array
       carry: ``LSTMState(h [*batch, H], c [*batch, H])``; ``c`` is stored unnormalised.
       x: ``[*batch, I]``.
       eps: added to the variance in every normalisation.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Ba, Kiros & Hinton 2016, "Layer normalization".
 
@@ -147,8 +154,8 @@ def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array
     check_params_type(params, LayerNormLSTMParams)
     check_lstm_carry(carry)
     _check_args(params, {"carry.h": carry.h, "carry.c": carry.c}, x, 4)
-    z = (layer_norm(x @ params.w_ih, params.g_ih, eps=eps)
-         + layer_norm(carry.h @ params.w_hh, params.g_hh, eps=eps) + params.b)
+    z = (layer_norm(matmul(x, params.w_ih, dtype), params.g_ih, eps=eps)
+         + layer_norm(matmul(carry.h, params.w_hh, dtype), params.g_hh, eps=eps) + params.b)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params.g_c, params.b_c, eps=eps))
@@ -156,7 +163,7 @@ def layer_norm_lstm_step(params: LayerNormLSTMParams, carry: LSTMState, x: Array
     return new, new.h
 
 
-def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: float = LN_EPS):
+def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: float = LN_EPS, dtype=None):
     """Layer-normalised GRU step, reset gate after the recurrent product (as ``gru_step``).
 
     ::
@@ -173,6 +180,7 @@ def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: 
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
       eps: added to the variance in every normalisation.
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Ba, Kiros & Hinton 2016, "Layer normalization"; Cho et al. 2014 (the GRU).
 
@@ -183,8 +191,8 @@ def layer_norm_gru_step(params: LayerNormGRUParams, h: Array, x: Array, *, eps: 
     """
     check_params_type(params, LayerNormGRUParams)
     _check_args(params, {"carry": h}, x, 3)
-    xr, xz, xn = jnp.split(layer_norm(x @ params.w_ih, params.g_ih, params.b_ih, eps=eps), 3, axis=-1)
-    hr, hz, hn = jnp.split(layer_norm(h @ params.w_hh, params.g_hh, params.b_hh, eps=eps), 3, axis=-1)
+    xr, xz, xn = jnp.split(layer_norm(matmul(x, params.w_ih, dtype), params.g_ih, params.b_ih, eps=eps), 3, axis=-1)
+    hr, hz, hn = jnp.split(layer_norm(matmul(h, params.w_hh, dtype), params.g_hh, params.b_hh, eps=eps), 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
@@ -200,6 +208,17 @@ def _check_eps(eps) -> float:
     return float(eps)
 
 
+def _policy_step(step, eps: float, param_dtype, dtype, carry_dtype):
+    """``step`` with the keywords that differ from its defaults bound (eps, the compute dtype)."""
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("dtype", dtype, allow_none=True)
+    check_dtype("carry_dtype", carry_dtype)
+    keywords = {} if eps == LN_EPS else {"eps": eps}
+    if dtype is not None:
+        keywords["dtype"] = jnp.dtype(dtype)
+    return functools.partial(step, **keywords) if keywords else step
+
+
 def layer_norm_lstm(
     input_size: int,
     hidden_size: int,
@@ -210,6 +229,7 @@ def layer_norm_lstm(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Layer-normalised LSTM cell (gates i, f, g, o); see ``layer_norm_lstm_step``.
@@ -217,6 +237,7 @@ def layer_norm_lstm(
     Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block; gate
     biases ``b_init`` (zeros) plus ``forget_bias`` on the forget gate; all LN gains 1 and the
     cell-state LN bias 0 (Ba et al. 2016). ``eps`` is the normalisations' variance floor.
+    ``param_dtype``/``dtype``/``carry_dtype``: the precision policy of ``rnnjax.lstm``.
 
     >>> cell = layer_norm_lstm(input_size=8, hidden_size=32)
     >>> p = cell.init(jax.random.key(0))
@@ -241,8 +262,8 @@ def layer_norm_lstm(
             b_c=jnp.zeros((hidden_size,), param_dtype),
         )
 
-    step = layer_norm_lstm_step if eps == LN_EPS else functools.partial(layer_norm_lstm_step, eps=eps)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), step)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True),
+                _policy_step(layer_norm_lstm_step, eps, param_dtype, dtype, carry_dtype))
 
 
 def layer_norm_gru(
@@ -254,12 +275,14 @@ def layer_norm_gru(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Layer-normalised GRU cell (gates r, z, n, reset after the product); see ``layer_norm_gru_step``.
 
     Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block; biases
     ``b_init`` (zeros); LN gains 1. ``eps`` is the normalisations' variance floor.
+    ``param_dtype``/``dtype``/``carry_dtype``: the precision policy of ``rnnjax.lstm``.
 
     >>> cell = layer_norm_gru(input_size=8, hidden_size=16)
     >>> cell.init(jax.random.key(0)).g_hh.shape
@@ -279,5 +302,5 @@ def layer_norm_gru(
             g_hh=jnp.ones((3 * hidden_size,), param_dtype),
         )
 
-    step = layer_norm_gru_step if eps == LN_EPS else functools.partial(layer_norm_gru_step, eps=eps)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), step)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
+                _policy_step(layer_norm_gru_step, eps, param_dtype, dtype, carry_dtype))

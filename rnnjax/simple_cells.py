@@ -14,7 +14,10 @@ Also here, for ``deer_scan(method="quasi")``: ``indrnn_diag_jacobian`` and
 
 Steps work for any leading batch shape (including none), under ``jit``, ``grad`` and
 ``vmap``, and with 16-bit params next to a float32 carry (the new carry keeps the carry's
-dtype). The output ``y`` is the new ``h``.
+dtype). The output ``y`` is the new ``h``. Precision follows the classic cells (``rnnjax.cells``):
+the factories take ``param_dtype`` (storage), ``dtype`` (the matrix products' operands,
+accumulated in float32; None: the operands as they are) and ``carry_dtype``. IndRNN's
+elementwise recurrence ``u ⊙ h`` is no matrix product and stays in the carry's precision.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 
 from rnnjax._checks import (
     check_bool,
+    check_dtype,
     check_float,
     check_params_type,
     check_shape,
@@ -39,6 +43,7 @@ from rnnjax.cells import (
     draw,
     gate_blocks,
     glorot_uniform,
+    matmul,
     orthogonal,
     zeros,
     zeros_carry,
@@ -72,6 +77,16 @@ class MGUParams(NamedTuple):
 _ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
 
+def _policy_step(step: Callable, param_dtype, dtype, carry_dtype, **keywords) -> Callable:
+    """``step`` with its keywords bound: the compute ``dtype`` (when given) and any others."""
+    check_dtype("param_dtype", param_dtype)
+    check_dtype("dtype", dtype, allow_none=True)
+    check_dtype("carry_dtype", carry_dtype)
+    if dtype is not None:
+        keywords["dtype"] = jnp.dtype(dtype)
+    return functools.partial(step, **keywords) if keywords else step
+
+
 def _check_carry_and_x(h, x, hidden: int, input_size: int, source: str) -> None:
     check_float("x", x)
     check_float("carry", h)
@@ -101,7 +116,7 @@ def _indrnn_check(params, h, x) -> None:
 
 
 def indrnn_step(params: IndRNNParams, h: Array, x: Array, *, activation=jax.nn.relu,
-                recurrent_max: float | None = None):
+                recurrent_max: float | None = None, dtype=None):
     """IndRNN step: each unit sees only its own previous state.
 
     ::
@@ -116,6 +131,7 @@ def indrnn_step(params: IndRNNParams, h: Array, x: Array, *, activation=jax.nn.r
       activation: elementwise nonlinearity (ReLU, the paper's choice, unless given).
       recurrent_max: the paper's bound on ``|u|``, or None for none. A clipped weight gets no
         gradient through the recurrence while it stays outside the bound.
+      dtype: the dtype of ``x W``'s operands (float32 accumulation); None: as they are.
 
     References: Li, Li, Cook, Zhu & Gao 2018, "Independently recurrent neural network
     (IndRNN): building a longer and deeper RNN".
@@ -126,16 +142,16 @@ def indrnn_step(params: IndRNNParams, h: Array, x: Array, *, activation=jax.nn.r
     (2, 5)
     """
     _indrnn_check(params, h, x)
-    pre = x @ params.w_ih + _bounded(params.u, recurrent_max) * h + params.b
+    pre = matmul(x, params.w_ih, dtype) + _bounded(params.u, recurrent_max) * h + params.b
     h_new = activation(pre).astype(h.dtype)
     return h_new, h_new
 
 
 def indrnn_diag_jacobian(params: IndRNNParams, h: Array, x: Array, *, activation=jax.nn.relu,
-                         recurrent_max: float | None = None) -> Array:
+                         recurrent_max: float | None = None, dtype=None) -> Array:
     """``diag(∂h'/∂h) = act'(pre) ⊙ û`` (the whole Jacobian: it is diagonal), shaped as ``h``."""
     u = _bounded(params.u, recurrent_max)
-    pre = x @ params.w_ih + u * h + params.b
+    pre = matmul(x, params.w_ih, dtype) + u * h + params.b
     slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # act'(pre), act elementwise
     return (slope * u).astype(h.dtype)
 
@@ -159,6 +175,7 @@ def indrnn(
     u_init: Initializer | None = None,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """IndRNN cell ``h' = act(x W + u ⊙ h + b)``; see ``indrnn_step``.
@@ -169,7 +186,8 @@ def indrnn(
 
     Initialisation: input weights Glorot-uniform, biases zero, and the recurrent weights
     ``u ~ U[0, 1)`` — or ``U[0, recurrent_max)`` with the bound, as in the paper's
-    experiments (``u_init`` overrides either).
+    experiments (``u_init`` overrides either). ``param_dtype``/``dtype``/``carry_dtype``: the
+    precision policy of ``rnnjax.lstm``.
 
     >>> cell = indrnn(4, 8, recurrent_max=2 ** (1 / 1000))
     >>> bool((cell.init(jax.random.key(0)).u <= 2 ** (1 / 1000)).all())
@@ -202,8 +220,8 @@ def indrnn(
         keywords["activation"] = activation
     if recurrent_max is not None:
         keywords["recurrent_max"] = recurrent_max
-    step = functools.partial(indrnn_step, **keywords) if keywords else indrnn_step
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), step)
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
+                _policy_step(indrnn_step, param_dtype, dtype, carry_dtype, **keywords))
 
 
 # ------------------------------------------------------------------------------------- MGU
@@ -225,15 +243,15 @@ def _mgu_check(params, h, x) -> None:
     _check_carry_and_x(h, x, hidden, w_ih.shape[0], "params.w_ih")
 
 
-def _mgu_parts(params: MGUParams, h: Array, x: Array, reset_gate: bool):
-    xf, xn = jnp.split(x @ params.w_ih + params.b_ih, 2, axis=-1)
-    hf, hn = jnp.split(h @ params.w_hh + params.b_hh, 2, axis=-1)
+def _mgu_parts(params: MGUParams, h: Array, x: Array, reset_gate: bool, dtype=None):
+    xf, xn = jnp.split(matmul(x, params.w_ih, dtype) + params.b_ih, 2, axis=-1)
+    hf, hn = jnp.split(matmul(h, params.w_hh, dtype) + params.b_hh, 2, axis=-1)
     f = jax.nn.sigmoid(xf + hf)
     n = jnp.tanh(xn + (f * hn if reset_gate else hn))
     return f, n, hn
 
 
-def mgu_step(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True):
+def mgu_step(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True, dtype=None):
     """Minimal gated unit step, in the form of Flax's ``MGUCell``.
 
     ::
@@ -253,6 +271,7 @@ def mgu_step(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True):
       h: ``[*batch, H]``.
       x: ``[*batch, I]``.
       reset_gate: whether ``f`` gates the recurrent part of the candidate (Flax's option).
+      dtype: the dtype of the products' operands (float32 accumulation); None: as they are.
 
     References: Zhou, Wu, Zhang & Zhou 2016, "Minimal gated unit for recurrent neural
     networks"; ``flax.linen.MGUCell``.
@@ -263,16 +282,16 @@ def mgu_step(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True):
     (5,)
     """
     _mgu_check(params, h, x)
-    f, n, _ = _mgu_parts(params, h, x, reset_gate)
+    f, n, _ = _mgu_parts(params, h, x, reset_gate, dtype)
     h_new = ((1.0 - f) * n + f * h).astype(h.dtype)
     return h_new, h_new
 
 
-def mgu_diag_jacobian(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True) -> Array:
+def mgu_diag_jacobian(params: MGUParams, h: Array, x: Array, *, reset_gate: bool = True, dtype=None) -> Array:
     """``diag(∂h'/∂h)`` of ``mgu_step`` in closed form, shaped as ``h``."""
     hidden = params.w_hh.shape[0]
     wf, wn = jnp.diagonal(params.w_hh.reshape(hidden, 2, hidden), axis1=0, axis2=2)  # [H] each
-    f, n, hn = _mgu_parts(params, h, x, reset_gate)
+    f, n, hn = _mgu_parts(params, h, x, reset_gate, dtype)
     df = f * (1 - f) * wf
     dn = (1 - n**2) * ((df * hn + f * wn) if reset_gate else wn)
     return ((1 - f) * dn + f + (h - n) * df).astype(h.dtype)
@@ -288,6 +307,7 @@ def mgu(
     w_hh_init: Initializer = orthogonal,
     b_init: Initializer = zeros,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """Minimal gated unit (gates f, n); see ``mgu_step``.
@@ -295,6 +315,7 @@ def mgu(
     Input weights Glorot-uniform and recurrent weights orthogonal, each per gate block; biases
     ``b_init`` (zeros) plus ``forget_bias`` on the input bias of ``f`` (Flax's default bias
     init for that gate is ones, i.e. ``forget_bias=1``; its input kernels are LeCun-normal).
+    ``param_dtype``/``dtype``/``carry_dtype``: the precision policy of ``rnnjax.lstm``.
 
     >>> cell = mgu(4, 6, reset_gate=False)
     >>> cell.init(jax.random.key(0)).b_ih[:3]
@@ -315,5 +336,6 @@ def mgu(
             b_hh=gate_blocks(b_init, k4, (hidden_size,), 2, param_dtype),
         )
 
-    step = mgu_step if reset_gate else functools.partial(mgu_step, reset_gate=False)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), step)
+    keywords = {} if reset_gate else {"reset_gate": False}
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
+                _policy_step(mgu_step, param_dtype, dtype, carry_dtype, **keywords))

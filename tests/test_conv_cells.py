@@ -287,3 +287,26 @@ def test_scan_and_bidirectional_with_lengths_over_the_batch_axes_only(conv_case)
     bi_params = bi.init(jax.random.key(0))
     _, ys = bi.apply(bi_params, xs, lengths=lengths)
     np.testing.assert_array_equal(ys[2:, 1], 0.0)
+
+
+# ------------------------------------------------------------------- the precision policy
+
+
+@pytest.mark.parametrize("name", list(CONV_CELLS))
+def test_bf16_compute_policy(name):
+    from tests.test_norm_cells import check_bf16_policy
+
+    factory, _ = CONV_CELLS[name]
+    c32, c16 = factory(2, 3, (3, 3)), factory(2, 3, (3, 3), dtype=jnp.bfloat16)
+    params = random_params(c32, jax.random.key(8))
+    carry = random_carry(c32, jax.random.key(9), (2, 4, 5))
+    xs = normal(jax.random.key(10), (4, 2, 4, 5, 2))
+    check_bf16_policy(c32, c16, params, carry, xs, jnp.array([4, 2]), 2)
+
+
+@pytest.mark.parametrize("kw", [{"dtype": jnp.int32}, {"param_dtype": "int8"}, {"carry_dtype": None}])
+def test_precision_keywords_are_checked(kw):
+    name = next(iter(kw))
+    for factory in (cc.conv_lstm, cc.conv_gru):
+        with pytest.raises(TypeError, match=f"{name}: expected a floating-point dtype"):
+            factory(2, 3, (3, 3), **kw)

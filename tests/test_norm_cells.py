@@ -190,3 +190,71 @@ def test_errors_name_the_argument(norm_case):
         nc.layer_norm_gru(I, H, eps=0)
     with pytest.raises(ValueError, match=r"hidden_size"):
         nc.layer_norm_lstm(I, 0)
+
+
+# ------------------------------------------------------------------- the precision policy
+
+PRODUCTS = ("dot_general", "conv_general_dilated")
+
+
+def product_dtypes(fn, *args):
+    """``(lhs, rhs, out)`` dtype names of every matrix product/convolution in ``fn``'s jaxpr."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in PRODUCTS:
+                found.append(tuple(v.aval.dtype.name for v in (*eqn.invars[:2], eqn.outvars[0])))
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def check_bf16_policy(c32, c16, params, carry, xs, lengths, num_products):
+    """The bf16 compute policy of a cell, measured: products in the step's jaxpr, closeness of a
+    whole masked scan (outputs, final carry, gradients) to float32, and the float32 default."""
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(c16.init(jax.random.key(0)))} == {jnp.dtype(jnp.float32)}
+    assert product_dtypes(c16.step, params, carry, xs[0]) == [("bfloat16", "bfloat16", "float32")] * num_products
+    assert product_dtypes(c32.step, params, carry, xs[0]) == [("float32", "float32", "float32")] * num_products
+
+    def run(cell, p):
+        def loss(p):
+            out = rj.scan(cell.step, p, carry, xs, lengths=lengths)
+            return jnp.sum(out[1] ** 2), out
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(p)
+        return out, grads
+
+    out32, out16 = jax.jit(lambda p: (run(c32, p), run(c16, p)))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(out32), jax.tree_util.tree_leaves(out16), strict=True):
+        assert b.dtype == jnp.float32  # carry, outputs and gradients stay float32
+        # bf16 keeps 8 bits of mantissa: a relative error of 2^-8 per operand, a few percent after T steps
+        assert float(jnp.abs(a - b).max()) / (float(jnp.abs(a).max()) + 1e-6) < 3e-2
+    assert float(jnp.abs(out32[0][1] - out16[0][1]).max()) > 0  # bf16 did change something
+    found = rj._registry.lookup(c16.step)  # the registry still sees the built-in through the partial
+    assert found is not None and found[1]["dtype"] == jnp.bfloat16
+    return found
+
+
+@pytest.mark.parametrize("name", list(NORM_CELLS))
+def test_bf16_compute_policy(name):
+    factory, _, _ = NORM_CELLS[name]
+    c32, c16 = factory(I, H, eps=1e-3), factory(I, H, dtype=jnp.bfloat16, eps=1e-3)
+    params = random_params(c32, jax.random.key(8))
+    carry = random_carry(c32, jax.random.key(9), (3,))
+    xs = normal(jax.random.key(10), (6, 3, I))
+    found = check_bf16_policy(c32, c16, params, carry, xs, jnp.array([6, 4, 1]), 2)
+    assert found[1] == {"eps": 1e-3, "dtype": jnp.bfloat16}
+
+
+@pytest.mark.parametrize("kw", [{"dtype": jnp.int32}, {"param_dtype": "int8"}, {"carry_dtype": None}])
+def test_precision_keywords_are_checked(kw):
+    name = next(iter(kw))
+    for factory in (nc.layer_norm_lstm, nc.layer_norm_gru):
+        with pytest.raises(TypeError, match=f"{name}: expected a floating-point dtype"):
+            factory(I, H, **kw)

@@ -373,3 +373,31 @@ def test_deer_scan_newton_and_quasi(name, new_cell_inputs):
         close(got_ys, want_ys, atol=1e-4)
         close(got_carry, want_carry, atol=1e-4)
         assert not bool(info.fell_back)
+
+
+# ------------------------------------------------------------------- the precision policy
+
+
+@pytest.mark.parametrize("name", list(SIMPLE_CELLS))
+def test_bf16_compute_policy(name):
+    from tests.test_norm_cells import check_bf16_policy
+
+    factory, _ = SIMPLE_CELLS[name]
+    c32, c16 = factory(I, H), factory(I, H, dtype=jnp.bfloat16)
+    params = random_params(c32, jax.random.key(8))
+    carry = normal(jax.random.key(9), (3, H))
+    xs = normal(jax.random.key(10), (6, 3, I))
+    found = check_bf16_policy(c32, c16, params, carry, xs, jnp.array([6, 4, 1]), 1 if name.startswith("indrnn") else 2)
+    # the quasi-DEER Jacobian diagonal takes the same keywords and stays close to float32's
+    diag16 = rj._registry.diag_jacobian(c16.step)(params, carry, xs[0])
+    diag32 = rj._registry.diag_jacobian(c32.step)(params, carry, xs[0])
+    assert found[0].diag_jacobian is not None and diag16.dtype == jnp.float32
+    np.testing.assert_allclose(diag16, diag32, atol=3e-2 * float(jnp.abs(diag32).max()))
+
+
+@pytest.mark.parametrize("kw", [{"dtype": jnp.int32}, {"param_dtype": "int8"}, {"carry_dtype": None}])
+def test_precision_keywords_are_checked(kw):
+    name = next(iter(kw))
+    for factory in (sc.indrnn, sc.mgu):
+        with pytest.raises(TypeError, match=f"{name}: expected a floating-point dtype"):
+            factory(I, H, **kw)
