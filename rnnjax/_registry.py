@@ -110,8 +110,9 @@ def _table() -> dict[Callable, Builtin]:
         linear_rnn.rg_lru_step: Builtin("rg_lru", linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel),
         linear_rnn.selective_ssm_step: Builtin("selective_ssm", linear_rnn.SelectiveSSMParams,
                                                parallel=linear_rnn.selective_ssm_parallel),
-        xlstm.mlstm_step: Builtin("mlstm", xlstm.MLSTMParams, xlstm.MLSTMState, parallel=xlstm.mlstm_parallel),
-        xlstm.slstm_step: Builtin("slstm", xlstm.SLSTMParams, xlstm.SLSTMState),
+        xlstm.mlstm_step: Builtin("mlstm", xlstm.MLSTMParams, xlstm.MLSTMState, parallel=xlstm.mlstm_parallel,
+                                  keywords=_DTYPE),
+        xlstm.slstm_step: Builtin("slstm", xlstm.SLSTMParams, xlstm.SLSTMState, keywords=_DTYPE),
         # the papers' residual blocks (their carries hold the causal convolution's last inputs)
         blocks.mamba_block_step: Builtin("mamba_block", blocks.MambaBlockParams, blocks.MambaBlockState,
                                          parallel=blocks.mamba_block_parallel),
