@@ -33,7 +33,7 @@ from rnnjax._checks import (
     check_sizes,
     steps_mask,
 )
-from rnnjax.cells import Cell
+from rnnjax.cells import Cell, matmul
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
 
 Array = jax.Array
@@ -159,23 +159,28 @@ def _param_dtype(param_dtype: Any, carry_dtype: Any = jnp.float32) -> Any:
 # ----------------------------------------------------------------------------------- mLSTM
 
 
-def _mlstm_inputs(params: MLSTMParams, x: Array, heads: int, d: int):
+def _mlstm_inputs(params: MLSTMParams, x: Array, heads: int, d: int, dtype=None):
     """Queries, keys, values ``[*, heads, d]`` and gate preactivations ``ĩ``, ``log f`` ``[*, heads]``."""
     split = x.shape[:-1] + (heads, d)
-    q = (x @ params.w_q + params.b_q).reshape(split)
-    k = (x @ params.w_k / math.sqrt(d) + params.b_k).reshape(split)
-    v = (x @ params.w_v + params.b_v).reshape(split)
-    i_tilde = x @ params.w_i + params.b_i
-    log_f = jax.nn.log_sigmoid(x @ params.w_f + params.b_f)
+    q = (matmul(x, params.w_q, dtype) + params.b_q).reshape(split)
+    k = (matmul(x, params.w_k, dtype) / math.sqrt(d) + params.b_k).reshape(split)
+    v = (matmul(x, params.w_v, dtype) + params.b_v).reshape(split)
+    i_tilde = matmul(x, params.w_i, dtype) + params.b_i
+    log_f = jax.nn.log_sigmoid(matmul(x, params.w_f, dtype) + params.b_f)
     return q, k, v, i_tilde, log_f
 
 
-def _mlstm_out(params: MLSTMParams, h_tilde: Array, x: Array) -> Array:
+def _mlstm_out(params: MLSTMParams, h_tilde: Array, x: Array, dtype=None) -> Array:
     """``o ⊙ h̃`` with ``h̃ [*, heads, d]`` flattened to ``[*, H]``."""
-    return jax.nn.sigmoid(x @ params.w_o + params.b_o) * h_tilde.reshape(h_tilde.shape[:-2] + (-1,))
+    return jax.nn.sigmoid(matmul(x, params.w_o, dtype) + params.b_o) * h_tilde.reshape(h_tilde.shape[:-2] + (-1,))
 
 
-def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
+def _compute_dtype(dtype) -> Any:
+    check_dtype("dtype", dtype, allow_none=True)
+    return None if dtype is None else jnp.dtype(dtype)
+
+
+def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array, *, dtype=None):
     """mLSTM step: a matrix memory per head, written with an exponential input gate.
 
     Per head (``d = H / heads``)::
@@ -193,6 +198,8 @@ def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
         b_i, b_f [heads], w_o [I, H], b_o [H])``.
       carry: ``MLSTMState(C [*batch, heads, d, d], n [*batch, heads, d], m [*batch, heads])``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the input projections' operands (float32 accumulation); None: as
+        they are. The memory (``C``, ``n``, its readout) stays in the carry's precision.
 
     References: Beck et al. 2024, "xLSTM: extended long short-term memory".
 
@@ -202,8 +209,8 @@ def mlstm_step(params: MLSTMParams, carry: MLSTMState, x: Array):
     ((5, 2, 4, 4), (5, 8))
     """
     heads, d, _ = _check_mlstm(params, carry, x)
-    new, h_tilde = mlstm_memory(carry, *_mlstm_inputs(params, x, heads, d))
-    return new, _mlstm_out(params, h_tilde, x).astype(carry.C.dtype)
+    new, h_tilde = mlstm_memory(carry, *_mlstm_inputs(params, x, heads, d, dtype))
+    return new, _mlstm_out(params, h_tilde, x, dtype).astype(carry.C.dtype)
 
 
 def mlstm_memory(carry: MLSTMState, q, k, v, i_tilde, log_f):
@@ -243,7 +250,7 @@ def _mlstm_chunk(state: MLSTMState, chunk):
 
 
 def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: Array | None = None,
-                   reverse: bool = False, *, chunk_size: int = 64):
+                   reverse: bool = False, *, chunk_size: int = 64, dtype=None):
     """``mlstm_step`` over a whole sequence in the chunkwise-parallel form.
 
     The sequence is cut into chunks of ``L = chunk_size`` steps. Inside a chunk, with
@@ -261,7 +268,8 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
     fully parallel form. Padding steps get ``f = 1, i = 0``, so the memory is held through them.
 
     Same arguments and results as ``rnnjax.scan(mlstm_step, params, carry, xs,
-    lengths=lengths, reverse=reverse)``.
+    lengths=lengths, reverse=reverse)`` (with ``dtype``: of ``mlstm_step(..., dtype=dtype)``;
+    the projections of all steps run in it, the chunkwise memory in float32).
 
     >>> cell = mlstm(3, 8, num_heads=2)
     >>> params, c0, xs = cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((10, 2, 3))
@@ -283,11 +291,11 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
                 f"lengths: expected shape [{', '.join(map(str, batch))}] (the batch axes of xs), "
                 f"got {tuple(lengths.shape)}"
             )
-    return _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size)
+    return _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, _compute_dtype(dtype))
 
 
-@partial(jax.jit, static_argnums=(4, 5))
-def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size):
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, dtype):
     num_steps = xs.shape[0]
     heads = params.w_i.shape[1]
     d = params.w_q.shape[1] // heads
@@ -295,8 +303,8 @@ def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size):
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
     if reverse:
         xs = flip_sequences(xs, lengths)
-    final, h_tilde = mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d), lengths, chunk_size)
-    ys = _mlstm_out(params, h_tilde, xs)
+    final, h_tilde = mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d, dtype), lengths, chunk_size)
+    ys = _mlstm_out(params, h_tilde, xs, dtype)
     if lengths is not None:
         mask = steps_mask(lengths, num_steps)[..., None]
         ys = jnp.where(mask, ys, jnp.zeros((), ys.dtype))
@@ -353,6 +361,7 @@ def mlstm(
     *,
     num_heads: int = 4,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """mLSTM cell (matrix memory, ``num_heads`` heads of size ``hidden_size / num_heads``); see ``mlstm_step``.
@@ -367,11 +376,14 @@ def mlstm(
       input_size: ``I``.
       hidden_size: ``H = heads · d``, the size of ``y``.
       num_heads: number of heads (the paper's default 4); must divide ``H``.
+      param_dtype, dtype, carry_dtype: the precision policy of ``rnnjax.lstm`` (storage, the
+        products' operands with float32 accumulation, the state).
 
     >>> cell = mlstm(8, 16)
     >>> cell.init(jax.random.key(0)).b_f
     Array([3., 4., 5., 6.], dtype=float32)
     """
+    compute = _compute_dtype(dtype)  # the products' dtype; `dtype` below is the storage dtype
     dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     heads = _check_heads(hidden_size, num_heads)
@@ -397,7 +409,7 @@ def mlstm(
         return MLSTMState(jnp.zeros(batch + (heads, d, d), carry_dtype), jnp.zeros(batch + (heads, d), carry_dtype),
                           jnp.zeros(batch + (heads,), carry_dtype))
 
-    return Cell(init, initial_carry, mlstm_step)
+    return Cell(init, initial_carry, mlstm_step if compute is None else partial(mlstm_step, dtype=compute))
 
 
 # ----------------------------------------------------------------------------------- sLSTM
@@ -426,7 +438,7 @@ def _check_slstm(params: SLSTMParams, carry: Any, x: Any) -> tuple[int, int, tup
     return heads, d, batch
 
 
-def slstm_step(params: SLSTMParams, carry: SLSTMState, x: Array):
+def slstm_step(params: SLSTMParams, carry: SLSTMState, x: Array, *, dtype=None):
     """sLSTM step: exponential gating with normaliser and stabiliser, block-diagonal recurrence.
 
     ::
@@ -443,6 +455,8 @@ def slstm_step(params: SLSTMParams, carry: SLSTMState, x: Array):
         block with gates i, f, z, o; b [4H])``.
       carry: ``SLSTMState(h, c, n, m)``, each ``[*batch, H]``.
       x: ``[*batch, I]``.
+      dtype: the dtype of the products' operands (``x W`` and ``h R``; float32 accumulation);
+        None: as they are.
 
     References: Beck et al. 2024, "xLSTM: extended long short-term memory".
 
@@ -453,9 +467,13 @@ def slstm_step(params: SLSTMParams, carry: SLSTMState, x: Array):
     """
     heads, d, batch = _check_slstm(params, carry, x)
     h = carry.h.reshape(batch + (heads, d))
-    rec = jnp.einsum("...hd,hde->...he", h, params.r)  # [*, heads, 4d], per head gates i, f, z, o
+    if dtype is None:
+        rec = jnp.einsum("...hd,hde->...he", h, params.r)  # [*, heads, 4d], per head gates i, f, z, o
+    else:
+        rec = jnp.einsum("...hd,hde->...he", h.astype(dtype), params.r.astype(dtype),
+                         preferred_element_type=jnp.float32)
     rec = jnp.swapaxes(rec.reshape(batch + (heads, 4, d)), -3, -2).reshape(batch + (4 * heads * d,))
-    pre = x @ params.w_ih + rec + params.b
+    pre = matmul(x, params.w_ih, dtype) + rec + params.b
     i_t, f_t, z_t, o_t = jnp.split(pre, 4, axis=-1)
     log_f = jax.nn.log_sigmoid(f_t)
     m_new = jnp.maximum(log_f + carry.m, i_t)
@@ -474,6 +492,7 @@ def slstm(
     *,
     num_heads: int = 4,
     param_dtype=jnp.float32,
+    dtype=None,
     carry_dtype=jnp.float32,
 ) -> Cell:
     """sLSTM cell (``num_heads`` heads with block-diagonal recurrence); see ``slstm_step``.
@@ -487,11 +506,14 @@ def slstm(
       input_size: ``I``.
       hidden_size: ``H = heads · d``.
       num_heads: number of heads (the paper's default 4); must divide ``H``.
+      param_dtype, dtype, carry_dtype: the precision policy of ``rnnjax.lstm`` (storage, the
+        products' operands with float32 accumulation, the state).
 
     >>> cell = slstm(8, 16)
     >>> cell.init(jax.random.key(0)).r.shape
     (4, 4, 16)
     """
+    compute = _compute_dtype(dtype)  # the products' dtype; `dtype` below is the storage dtype
     dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     heads = _check_heads(hidden_size, num_heads)
@@ -513,7 +535,7 @@ def slstm(
         shape = check_batch_shape(batch_shape) + (hidden_size,)
         return SLSTMState(*(jnp.zeros(shape, carry_dtype) for _ in range(4)))
 
-    return Cell(init, initial_carry, slstm_step)
+    return Cell(init, initial_carry, slstm_step if compute is None else partial(slstm_step, dtype=compute))
 
 
 PARALLEL = {mlstm_step: mlstm_parallel}

@@ -216,12 +216,17 @@ def product_dtypes(fn, *args):
     return found
 
 
-def check_bf16_policy(c32, c16, params, carry, xs, lengths, num_products):
+def check_bf16_policy(c32, c16, params, carry, xs, lengths, num_products, num_state_products=0):
     """The bf16 compute policy of a cell, measured: products in the step's jaxpr, closeness of a
-    whole masked scan (outputs, final carry, gradients) to float32, and the float32 default."""
+    whole masked scan (outputs, final carry, gradients) to float32, and the float32 default.
+
+    ``num_products`` products take bf16 operands; ``num_state_products`` (contractions of the
+    state with data, no weights) stay float32."""
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(c16.init(jax.random.key(0)))} == {jnp.dtype(jnp.float32)}
-    assert product_dtypes(c16.step, params, carry, xs[0]) == [("bfloat16", "bfloat16", "float32")] * num_products
-    assert product_dtypes(c32.step, params, carry, xs[0]) == [("float32", "float32", "float32")] * num_products
+    f32 = ("float32", "float32", "float32")
+    assert sorted(product_dtypes(c16.step, params, carry, xs[0])) == sorted(
+        [("bfloat16", "bfloat16", "float32")] * num_products + [f32] * num_state_products)
+    assert product_dtypes(c32.step, params, carry, xs[0]) == [f32] * (num_products + num_state_products)
 
     def run(cell, p):
         def loss(p):

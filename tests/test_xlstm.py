@@ -254,3 +254,46 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"carry.m: expected shape \[8\]"):
         good = s.initial_carry()
         xl.slstm_step(jax.eval_shape(s.init, jax.random.key(0)), good._replace(m=jnp.zeros(3)), jnp.ones(3))
+
+
+# ------------------------------------------------------------------- the precision policy
+
+
+@pytest.mark.parametrize("name", ["mlstm", "slstm"])
+def test_bf16_compute_policy(name):
+    from tests.test_norm_cells import check_bf16_policy
+
+    factory = xl.mlstm if name == "mlstm" else xl.slstm
+    c32, c16 = factory(3, 8, num_heads=2), factory(3, 8, num_heads=2, dtype=jnp.bfloat16)
+    params = rand_tree(jax.eval_shape(c32.init, jax.random.key(5)), 1, 0.7)
+    carry = _random_carry(c32, 2, (3,))
+    xs = normal(3, (6, 3, 3))
+    # mLSTM: six input projections in bf16, the memory readout C q in float32; sLSTM: x W and h R
+    check_bf16_policy(c32, c16, params, carry, xs, jnp.array([6, 4, 1]), *((6, 1) if name == "mlstm" else (2, 0)))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_mlstm_parallel_follows_the_compute_dtype(reverse):
+    from tests.test_norm_cells import product_dtypes
+
+    cell = xl.mlstm(3, 8, num_heads=2, dtype=jnp.bfloat16)
+    params = rand_tree(jax.eval_shape(cell.init, jax.random.key(6)), 1, 0.7)
+    carry = _random_carry(cell, 2, (4,))
+    xs, lengths = normal(4, (10, 4, 3)), jnp.array([10, 7, 0, 1])
+    seq, par = rj.rnn(cell, reverse=reverse), rj.rnn(cell, reverse=reverse, parallel=True)
+    dots = product_dtypes(lambda p, c, x: par.apply(p, x, lengths=lengths, carry=c), params, carry, xs)
+    assert dots.count(("bfloat16", "bfloat16", "float32")) == 6  # the projections of all steps at once
+    out_s, out_p = jax.jit(lambda p, c, x: (seq.apply(p, x, lengths=lengths, carry=c),
+                                            par.apply(p, x, lengths=lengths, carry=c)))(params, carry, xs)
+    assert_close(out_p, out_s, atol=1e-5, rtol=1e-4)  # the same bf16 products, summed in another order
+    # and both are within bf16 round-off of the float32 cell, not equal to it
+    f32 = rj.rnn(xl.mlstm(3, 8, num_heads=2), reverse=reverse).apply(params, xs, lengths=lengths, carry=carry)
+    assert 0 < float(jnp.abs(out_p[1] - f32[1]).max()) < 3e-2 * float(jnp.abs(f32[1]).max())
+
+
+@pytest.mark.parametrize("kw", [{"dtype": jnp.int32}, {"param_dtype": "int8"}, {"carry_dtype": None}])
+def test_precision_keywords_are_checked(kw):
+    name = next(iter(kw))
+    for factory in (xl.mlstm, xl.slstm):
+        with pytest.raises(TypeError, match=f"{name}: expected a floating-point dtype"):
+            factory(3, 8, num_heads=2, **kw)
