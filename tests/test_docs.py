@@ -23,14 +23,14 @@ import time
 import numpy as np
 import pytest
 
+import rnnjax as rj
+
 for _module in ("sphinx", "myst_nb", "furo"):
     try:
         importlib.import_module(_module)
     except ImportError:
         pytest.skip(f"needs the docs extra ({_module} missing): pip install -e '.[docs]'",
                     allow_module_level=True)
-
-import rnnjax as rj
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
