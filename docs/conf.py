@@ -56,7 +56,7 @@ myst_heading_anchors = 3  # links to README/EXPERIMENTS sections like (#some-hea
 nb_execution_mode = "force"
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
-nb_execution_timeout = 120
+nb_execution_timeout = 600  # per cell; a loaded 2-core machine is slow to compile
 nb_ipywidgets_js: dict = {}  # no widgets: keep require.js and the widget manager (CDN) out
 nb_merge_streams = True
 
