@@ -24,7 +24,15 @@ on the same split — unigram and interpolated modified Kneser–Ney 3- and 5-gr
 (``experiments/ngram.py``) — then samples at temperatures 0.5 and 1.0 and the five most
 likely next characters after ``--prompt``, and the longest run of one repeated character in
 each sample next to the longest run of that character in the training text (a model that
-loops on one character writes runs far longer than any in the corpus).
+loops on one character writes runs far longer than any in the corpus). Before the prompt the
+sampler reads the first ``--prime-chars`` characters of the held-out text (0: the prompt from
+a zero state), so a sample continues the state real text leads to, as in the evaluation. Then
+``--check-samples`` more temperature-0.5 samples (sampling seeds 0, 1, ...; the printed one is
+seed ``--seed``) are drawn and the script counts those with a run longer than the corpus's
+longest run of that character. All samples are plain temperature samples, with no top-k,
+nucleus or repetition penalty. ``--sample-only`` does the same from the saved checkpoint (the
+run folder keeps the held-out text and the corpus's longest runs), so sampling can be studied
+without training again.
 
 Measured (Python 3.11.7's reference text, 2 shared CPU cores), validation bits per character:
 unigram 4.671, 3-gram Kneser–Ney 2.444, 5-gram Kneser–Ney 1.739; the default run (2x256 LSTM,
@@ -40,10 +48,10 @@ run of spaces being 53).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import pathlib
-import re
 import shutil
 import sys
 import time
@@ -66,10 +74,12 @@ from experiments.text_data import CharVocab, python_reference_text, read_text, t
 NAME = "char_lm"
 CELLS = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman, "peephole": rj.peephole_lstm, "cifg": rj.cifg_lstm}
 DEFAULTS = dict(cell="lstm", layers=2, embed=64, hidden=256, batch=32, bptt=100, steps=900, warmup=50, lr=4e-3,
-                dropout=0.15, out_dropout=0.15, clip=1.0, eval_every=300, eval_streams=8, ckpt_every=300, sample_chars=300)
+                dropout=0.15, out_dropout=0.15, clip=1.0, eval_every=300, eval_streams=8, ckpt_every=300, sample_chars=300,
+                prime_chars=1000, check_samples=20)
 LONG = dict(steps=2000, warmup=100, lr=4e-3, dropout=0.25, out_dropout=0.0, eval_every=400, ckpt_every=400)  # --long
 SMOKE = dict(layers=1, embed=32, hidden=128, batch=32, bptt=32, steps=240, warmup=20, lr=1e-2, dropout=0.0,
-             out_dropout=0.0, eval_every=80, eval_streams=2, ckpt_every=240, sample_chars=80)
+             out_dropout=0.0, eval_every=80, eval_streams=2, ckpt_every=240, sample_chars=80, prime_chars=200,
+             check_samples=4)
 SMOKE_CHARS = 40_000
 LN2 = math.log(2.0)
 
@@ -197,17 +207,24 @@ def make_evaluate(model, val: np.ndarray, streams: int):
 # ----------------------------------------------------------------------------- sampling
 
 
-def make_sampler(lm, model):
+def make_sampler(lm, model, context: np.ndarray | None = None):
     """``sample(params, prompt_ids, n, temperature, key) -> ids [n]`` continuing a prompt, and
-    ``next_probs(params, prompt_ids) -> [V]``, the distribution of the character after it."""
+    ``next_probs(params, prompt_ids) -> [V]``, the distribution of the character after it.
+
+    With ``context`` (ids of a passage of real text) the model first reads the passage and
+    then the prompt, so the sample starts from the state the text itself leads to rather than
+    from zeros; without it the prompt is read from a zero state."""
+    context = jnp.zeros((0,), jnp.int32) if context is None else jnp.asarray(context, jnp.int32)
 
     @jax.jit
     def prime(params, prompt):
-        """Read the prompt but its last character; that one is the first decoding input."""
+        """Read the context and the prompt but its last character; that one is the first
+        decoding input."""
+        ids = jnp.concatenate([context, prompt])
         carry = lm.initial_carry((1,))
-        if prompt.shape[0] > 1:
-            carry, _ = forward(model, params, prompt[:-1, None], carry)  # batch of one
-        return carry, prompt[-1:]
+        if ids.shape[0] > 1:
+            carry, _ = forward(model, params, ids[:-1, None], carry)  # batch of one
+        return carry, ids[-1:]
 
     @partial(jax.jit, static_argnames="n")
     def generate(params, prompt, key, temperature, n):
@@ -246,15 +263,15 @@ def longest_run(text: str) -> tuple[int, str]:
     return best, char
 
 
-def show_runs(samples: dict[str, str], prompt: str, train_text: str) -> dict[str, dict]:
+def show_runs(samples: dict[str, str], prompt: str, longest: dict[str, int]) -> dict[str, dict]:
     """Print and return, per temperature, the longest run of one repeated character in the
     generated part of each sample, next to the longest run of that character in the training
-    text. A model that loops on one character (the degenerate samples of an undertrained model)
+    text (``longest``, from ``corpus_runs``). A model that loops on one character (the degenerate samples of an undertrained model)
     writes a run far longer than any in the corpus."""
     out = {}
     for t, s in samples.items():
         n, c = longest_run(s[len(prompt):])
-        in_train = max((len(m) for m in re.findall(re.escape(c) + "+", train_text)), default=0)
+        in_train = longest.get(c, 0)
         out[t] = {"chars": n, "char": c, "train_chars": in_train}
     common.print_table([[t, f"{r['chars']} x {r['char']!r}", r["train_chars"]] for t, r in out.items()],
                        ["temperature", "longest run in the sample", "longest run of it in the training text"],
@@ -262,7 +279,49 @@ def show_runs(samples: dict[str, str], prompt: str, train_text: str) -> dict[str
     return out
 
 
-def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_chars: int, seed: int):
+def corpus_runs(text: str) -> dict[str, int]:
+    """The longest run of each character in ``text``.
+
+    >>> corpus_runs("aab   a")
+    {'a': 2, 'b': 1, ' ': 3}
+    """
+    out: dict[str, int] = {}
+    for c, g in itertools.groupby(text):
+        out[c] = max(out.get(c, 0), sum(1 for _ in g))
+    return out
+
+
+def check_runs(vocab: CharVocab, params, sample, prompt_ids, n_chars: int, temperature: float, seeds: int,
+               longest: dict[str, int]) -> dict:
+    """Draw ``seeds`` samples (sampling seeds ``0 .. seeds-1``) of ``n_chars`` characters at
+    ``temperature`` after the prompt, and count those whose longest run of one repeated
+    character is longer than the training text's longest run of that character (``longest``,
+    from ``corpus_runs``). The samples are plain temperature samples of the model, with no
+    truncation or repetition penalty."""
+    runs = []
+    for s in range(seeds):
+        text = vocab.decode(sample(params, prompt_ids, n_chars, temperature, jax.random.key(s)))
+        n, c = longest_run(text)
+        runs.append({"seed": s, "chars": n, "char": c, "train_chars": longest.get(c, 0), "text": text})
+    bad = [r for r in runs if r["chars"] > r["train_chars"]]
+    if not seeds:
+        return {"temperature": temperature, "seeds": 0, "longer_than_corpus": 0, "runs": []}
+    worst = ", ".join(f"seed {r['seed']}: {r['chars']} x {r['char']!r} ({r['train_chars']})" for r in bad)
+    print(f"\n{len(bad)} of {seeds} samples at temperature {temperature} (sampling seeds 0-{seeds - 1}) have a run "
+          f"longer than the training text's longest run of that character" + (f": {worst}" if bad else ""))
+    return {"temperature": temperature, "seeds": seeds, "longer_than_corpus": len(bad), "runs": runs}
+
+
+def check_sampling(args, heldout_chars: int, where: str = "") -> None:
+    if not 0 <= args.prime_chars <= heldout_chars:
+        raise ValueError(f"--prime-chars: expected an int in [0, {heldout_chars}] (the held-out characters{where}), "
+                         f"got {args.prime_chars}")
+    if args.check_samples < 0:
+        raise ValueError(f"--check-samples: expected an int >= 0, got {args.check_samples}")
+
+
+def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_chars: int, seed: int,
+                 prime_chars: int = 0):
     ids = vocab.encode(prompt)
     samples = {}
     for t in (0.5, 1.0):
@@ -271,7 +330,8 @@ def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_ch
     probs = next_probs(params, ids)
     top = [(vocab.chars[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
     for t, s in samples.items():
-        print(f"\n--- sample, temperature {t} ---\n{s}")
+        after = f", after the first {prime_chars} held-out characters" if prime_chars else ""
+        print(f"\n--- sample, temperature {t}{after} ---\n{s}")
     common.print_table([[repr(c), f"{p:.3f}"] for c, p in top], ["next char", "probability"],
                        title=f"Top-5 next characters after {prompt!r}")
     return samples, top
@@ -310,7 +370,7 @@ def parse_args(argv):
     p.add_argument("--long", action="store_true",
                    help="the longer configuration (LONG: more steps, dropout) instead of the default")
     for name in ("layers", "embed", "hidden", "batch", "bptt", "steps", "warmup", "eval_every", "eval_streams",
-                 "ckpt_every"):
+                 "ckpt_every", "prime_chars", "check_samples"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     for name in ("lr", "dropout", "out_dropout", "clip"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
@@ -337,6 +397,7 @@ def main(argv=None) -> dict:
         text = text[:SMOKE_CHARS]
     vocab, train, val, stream = make_data(text, args.batch, args.bptt)
     check_prompt(vocab, args.prompt)  # fail before training, not after
+    check_sampling(args, len(val))
     print(f"corpus: {'--text ' + str(args.text) if args.text else 'Python reference (pydoc_data.topics)'}, "
           f"{len(text):,} characters, {vocab.size} distinct; train {len(train):,}, validation {len(val):,}")
 
@@ -364,6 +425,8 @@ def main(argv=None) -> dict:
         fresh_run_folder(out)
     (out / "vocab.json").write_text(vocab.to_json())
     (out / "config.json").write_text(json.dumps(config))
+    (out / "heldout.txt").write_text(text[len(train):], encoding="utf-8")  # what the sampler reads first
+    (out / "corpus_runs.json").write_text(json.dumps(corpus_runs(text[:len(train)])))
 
     train_step = rj.make_train_step(make_loss_fn(model, args.out_dropout), optimizer, carry=True)
     evaluate = make_evaluate(model, val, args.eval_streams)
@@ -398,9 +461,12 @@ def main(argv=None) -> dict:
     rows.append([label, val_bpc, ""])
     common.print_table(rows, ["model", "validation bpc", f"beaten by the {args.cell}"],
                        title=f"Validation bits per character ({len(val):,} held-out characters)")
-    sample, next_probs = make_sampler(lm, model)
-    samples, top5 = show_samples(vocab, state.params, sample, next_probs, args.prompt, args.sample_chars, args.seed)
-    runs = show_runs(samples, args.prompt, text[:len(train)])
+    sample, next_probs = make_sampler(lm, model, val[:args.prime_chars])
+    samples, top5 = show_samples(vocab, state.params, sample, next_probs, args.prompt, args.sample_chars, args.seed,
+                                 args.prime_chars)
+    runs = show_runs(samples, args.prompt, corpus_runs(text[:len(train)]))
+    check = check_runs(vocab, state.params, sample, vocab.encode(args.prompt), args.sample_chars, 0.5,
+                       args.check_samples, corpus_runs(text[:len(train)]))
 
     results = {
         "corpus": {"source": str(args.text) if args.text else "pydoc_data.topics", "chars": len(text),
@@ -411,6 +477,7 @@ def main(argv=None) -> dict:
         "beats": {name: val_bpc < bpc for name, bpc in base.items()},
         "train_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else None,
         "history": history, "samples": samples, "prompt": args.prompt, "top5": top5, "longest_run": runs,
+        "prime_chars": args.prime_chars, "check": check,
     }
     plot(history, base, out / "char_lm.png", title=f"{args.layers}x{args.hidden} {args.cell}")
     results["wall_seconds"] = time.time() - wall0  # from the start of main: the imports are not counted
@@ -428,12 +495,21 @@ def sample_only(args, out: pathlib.Path) -> dict:
     for k, v in json.loads((out / "config.json").read_text()).items():
         setattr(args, k, v)
     check_prompt(vocab, args.prompt)
+    heldout = (out / "heldout.txt").read_text(encoding="utf-8") if (out / "heldout.txt").exists() else ""
+    check_sampling(args, len(heldout), where=f" ({out / 'heldout.txt'})")
     lm, model = make_model(args, vocab.size)
     params, step = restore_params(out, lm.init, make_optimizer(args), lm.initial_carry((args.batch,)))
     print(f"sampling from the checkpoint at step {step} in {out / 'checkpoints'}")
-    sample, next_probs = make_sampler(lm, model)
-    samples, top5 = show_samples(vocab, params, sample, next_probs, args.prompt, args.sample_chars, args.seed)
-    return {"samples": samples, "top5": top5, "prompt": args.prompt, "step": step}
+    sample, next_probs = make_sampler(lm, model, vocab.encode(heldout[:args.prime_chars]))
+    samples, top5 = show_samples(vocab, params, sample, next_probs, args.prompt, args.sample_chars, args.seed,
+                                 args.prime_chars)
+    result = {"samples": samples, "top5": top5, "prompt": args.prompt, "step": step, "prime_chars": args.prime_chars}
+    if (out / "corpus_runs.json").exists():
+        longest = json.loads((out / "corpus_runs.json").read_text())
+        result["longest_run"] = show_runs(samples, args.prompt, longest)
+        result["check"] = check_runs(vocab, params, sample, vocab.encode(args.prompt), args.sample_chars, 0.5,
+                                     args.check_samples, longest)
+    return result
 
 
 def plot(history, base, path, title):

@@ -4,6 +4,8 @@ import doctest
 import json
 from itertools import groupby
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -52,6 +54,25 @@ def test_samples_are_text_from_the_vocabulary(run):
         assert (got["chars"], got["char"]) == (run_len, run_char)
         train_text = python_reference_text()[: char_lm.SMOKE_CHARS][: r["corpus"]["train_chars"]]
         assert got["train_chars"] == max(len(list(g)) for c, g in groupby(train_text) if c == run_char)
+    # the check over sampling seeds: each sample's longest run recounted with groupby, against
+    # the training text's longest run of that character
+    train_text = python_reference_text()[: char_lm.SMOKE_CHARS][: r["corpus"]["train_chars"]]
+    check = r["check"]
+    assert check["temperature"] == 0.5 and check["seeds"] == len(check["runs"]) == char_lm.SMOKE["check_samples"]
+    bad = 0
+    for run_ in check["runs"]:
+        text = run_["text"]
+        assert len(text) == char_lm.SMOKE["sample_chars"] and set(text) <= set(vocab.chars)
+        runs = [(len(list(g)), c) for c, g in groupby(text)]
+        run_len = max(n for n, _ in runs)
+        run_char = next(c for n, c in runs if n == run_len)
+        in_train = max((len(list(g)) for c, g in groupby(train_text) if c == run_char), default=0)
+        assert (run_["chars"], run_["char"], run_["train_chars"]) == (run_len, run_char, in_train)
+        bad += run_len > in_train
+    assert check["longer_than_corpus"] == bad
+    # the printed temperature-0.5 sample is sampling seed --seed (0) of the check
+    assert check["runs"][0]["text"] == r["samples"]["0.5"][len(prompt):]
+    assert r["prime_chars"] == char_lm.SMOKE["prime_chars"]
     chars, probs = zip(*r["top5"], strict=True)
     assert len(set(chars)) == 5 and set(chars) <= set(vocab.chars)
     assert list(probs) == sorted(probs, reverse=True)
@@ -73,8 +94,30 @@ def test_resume_continues_and_sample_only_reads_the_checkpoint(run):
     assert sampled["step"] == steps + 20
     for (c1, p1), (c2, p2) in zip(sampled["top5"], resumed["top5"], strict=True):
         assert c1 == c2 and p1 == pytest.approx(p2, rel=1e-5)
+    # it reads the same held-out passage first, and checks its samples against the same corpus runs
+    assert sampled["samples"] == resumed["samples"]
+    assert sampled["check"]["longer_than_corpus"] == resumed["check"]["longer_than_corpus"]
     with pytest.raises(ValueError, match="--resume: the checkpoint .* was trained with"):
         char_lm.main(["--smoke", "--out", str(out), "--resume", "--hidden", "8"])
+
+
+def test_the_sampler_reads_the_held_out_passage_before_the_prompt():
+    # next_probs after context + prompt, against the single-step model stepped one character
+    # at a time from a zero state over the same characters
+    args = char_lm.parse_args(["--smoke"])
+    text = python_reference_text()[:2000]
+    vocab = CharVocab.from_text(text)
+    lm, model = char_lm.make_model(args, vocab.size)
+    params = lm.init(jax.random.key(3))
+    context, prompt = vocab.encode(text[1000:1050]), vocab.encode("the for")
+    _, next_probs = char_lm.make_sampler(lm, model, context)
+    _, cold_probs = char_lm.make_sampler(lm, model)
+    carry = lm.initial_carry((1,))
+    for i in np.concatenate([context, prompt]):
+        carry, logits = lm.step(params, carry, jnp.asarray([i]))
+    want = np.asarray(jax.nn.softmax(logits[0]))
+    np.testing.assert_allclose(next_probs(params, prompt), want, rtol=1e-4, atol=1e-6)
+    assert np.abs(cold_probs(params, prompt) - want).max() > 1e-3  # the passage changes the state
 
 
 def test_longest_run_and_doctests():
@@ -82,6 +125,8 @@ def test_longest_run_and_doctests():
     assert char_lm.longest_run("a") == (1, "a")
     assert char_lm.longest_run("abbbcc   ") == (3, "b")  # the first of two equal runs
     assert char_lm.longest_run("ab\n\n\n\nb") == (4, "\n")
+    assert char_lm.corpus_runs("") == {}
+    assert char_lm.corpus_runs("xx-x---x") == {"x": 2, "-": 3}
     assert doctest.testmod(char_lm).failed == 0
 
 
@@ -118,5 +163,9 @@ def test_errors(tmp_path):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--text", str(bad)])
     with pytest.raises(SystemExit):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--cell", "transformer"])
+    with pytest.raises(ValueError, match=r"--prime-chars: expected an int in \[0, 4000\]"):
+        char_lm.main(["--smoke", "--out", str(tmp_path), "--prime-chars", "5000"])
+    with pytest.raises(ValueError, match="--check-samples: expected an int >= 0, got -1"):
+        char_lm.main(["--smoke", "--out", str(tmp_path), "--check-samples", "-1"])
     with pytest.raises(ValueError, match="--prompt: expected a non-empty string"):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--prompt", "\u00e9t\u00e9"])
