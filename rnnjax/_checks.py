@@ -115,6 +115,35 @@ def check_resets(resets: Any, xs: Any):
     return jnp.asarray(resets), shape[1:]
 
 
+def check_carry_batch(carry: Any, batch: tuple) -> None:
+    """With resets, every carry leaf starts with their batch axes (the reset picks per sequence)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(carry)[0]:
+        if tuple(jnp.shape(leaf)[: len(batch)]) != batch:
+            raise ValueError(
+                f"carry{jax.tree_util.keystr(path)}: with resets, every carry leaf must start with "
+                f"the batch axes {shape_str(batch)} of xs, got shape {tuple(jnp.shape(leaf))}"
+            )
+
+
+def fresh_steps(resets: Any, lengths: Any, num_steps: int, reverse: bool) -> Any:
+    """``[T, *batch]`` bool: the steps before which the loop sets the carry to zeros.
+
+    ``resets`` (checked, ``[T, *rb]``) marks where each packed sequence starts. Forward, that
+    is the step itself; in reverse, the loop meets a sequence at its last step, the one before
+    the next boundary. Resets on padding (``t >= lengths``) are ignored.
+    """
+    if resets is None:
+        return None
+    if reverse:
+        resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    if lengths is None:
+        return resets
+    valid = steps_mask(lengths - 1 if reverse else lengths, num_steps)  # reverse: t + 1 < length
+    rank = max(resets.ndim, valid.ndim)
+    resets = resets.reshape(resets.shape + (1,) * (rank - resets.ndim))
+    return resets & valid.reshape(valid.shape + (1,) * (rank - valid.ndim))
+
+
 def batch_major_axis(xs: Any, lengths: Any = None, *, name: str = "xs", feature_axes: int = 1) -> int:
     """The time axis of a batch-major ``xs: [*batch, T, *features]`` (``time_major=False``).
 

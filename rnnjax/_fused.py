@@ -28,7 +28,9 @@ steps as one large GEMM before the loop, then one stacked ``[B, H] x [H, GH]`` r
 product per step. Both save the same residuals, so the backward pass is shared; ``LAYOUT``
 forces one of them (the tests compare them). Written in plain ``jax.lax``, the kernels run
 on any backend. Padding (``valid[t, b] = False``) holds the carry and outputs zeros, exactly as in
-``rnnjax.scan``; it gets no gradient. Reverse-mode differentiation (to any order), ``jit`` and
+``rnnjax.scan``; it gets no gradient. A reset (``fresh[t, b] = True``, from ``rnnjax.scan``'s
+``resets``) sets the carry to zeros just before step ``t``, and no gradient crosses it back.
+Reverse-mode differentiation (to any order), ``jit`` and
 ``vmap`` work; forward mode (``jvp``) does not, as for any ``jax.custom_vjp``.
 """
 
@@ -53,6 +55,11 @@ _sigmoid = jax.nn.sigmoid
 def _pick(valid, new, old):
     """``where(valid, new, old)`` with ``valid: [B]`` broadcast over the feature axis."""
     return new if valid is None else jnp.where(valid[:, None], new, old)
+
+
+def _fresh(fresh, x):
+    """``x`` with the rows where ``fresh: [B]`` is True set to zero (a carry reset), else ``x``."""
+    return x if fresh is None else jnp.where(fresh[:, None], jnp.zeros_like(x), x)
 
 
 def _contract_time_batch(a: Array, b: Array, dtype=None) -> Array:
@@ -129,10 +136,10 @@ def _stacked(batch, in_size: int, hidden: int, save: bool) -> bool:
     return batch * (in_size + hidden) * hidden >= STACKED_MIN_MACS
 
 
-def _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save: bool):
+def _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, fresh, save: bool):
     run = partial(_lstm_forward_cpu, reverse, unroll, dtype, save=save)
     hoisted = partial(_lstm_forward_hoisted, reverse, unroll, dtype, save=save)
-    return _by_platform(run, hoisted, params, h0, c0, xs, valid)
+    return _by_platform(run, hoisted, params, h0, c0, xs, valid, fresh)
 
 
 def _lstm_cell(zi, zf, zg, zo, h, c, m):
@@ -145,23 +152,23 @@ def _lstm_cell(zi, zf, zg, zo, h, c, m):
     return (_pick(m, h_new, h), _pick(m, c_new, c)), y, (i, f, g, o)
 
 
-def _lstm_forward_hoisted(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, *, save: bool):
+def _lstm_forward_hoisted(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, fresh, *, save: bool):
     xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b  # [T, B, 4H]: one GEMM, all steps
     w_hh = _cast(params.w_hh, dtype)  # [H, 4H]
 
     def body(carry, inp):
-        h, c = carry
-        xw_t, x, m = inp
+        xw_t, x, m, r = inp
+        h, c = _fresh(r, carry[0]), _fresh(r, carry[1])
         z = xw_t + matmul(h, w_hh, dtype)  # [B, 4H]: one recurrent product per step
         new, y, acts = _lstm_cell(*jnp.split(z, 4, axis=-1), h, c, m)
         res = (_cast(jnp.concatenate([x, h], axis=-1), dtype), c, *acts) if save else ()
         return new, (y, res)
 
-    (h, c), (ys, res) = _scan(body, (h0, c0), (xw, xs, valid), reverse, unroll)
+    (h, c), (ys, res) = _scan(body, (h0, c0), (xw, xs, valid, fresh), reverse, unroll)
     return (h, c), ys, res
 
 
-def _lstm_forward_cpu(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, *, save: bool):
+def _lstm_forward_cpu(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, valid, fresh, *, save: bool):
     if _stacked(h0.shape[0], xs.shape[-1], h0.shape[-1], save):
         w_all = _cast(jnp.concatenate([params.w_ih, params.w_hh], axis=0), dtype)  # [I+H, 4H]
 
@@ -175,36 +182,36 @@ def _lstm_forward_cpu(reverse, unroll, dtype, params: LSTMParams, h0, c0, xs, va
             return [matmul(xh, w, dtype) + b for w, b in zip(ws, bs, strict=True)]
 
     def body(carry, inp):
-        h, c = carry
-        x, m = inp
+        x, m, r = inp
+        h, c = _fresh(r, carry[0]), _fresh(r, carry[1])
         xh = _cast(jnp.concatenate([x, h], axis=-1), dtype)  # [B, I+H], saved in the compute dtype
         new, y, acts = _lstm_cell(*gates(xh), h, c, m)
         return new, (y, (xh, c, *acts) if save else ())
 
-    (h, c), (ys, res) = _scan(body, (h0, c0), (xs, valid), reverse, unroll)
+    (h, c), (ys, res) = _scan(body, (h0, c0), (xs, valid, fresh), reverse, unroll)
     return (h, c), ys, res
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _lstm(reverse, unroll, dtype, params, h0, c0, xs, valid):
-    (h, c), ys, _ = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save=False)
+def _lstm(reverse, unroll, dtype, params, h0, c0, xs, valid, fresh):
+    (h, c), ys, _ = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, fresh, save=False)
     return (h, c), ys
 
 
-def _lstm_fwd(reverse, unroll, dtype, params, h0, c0, xs, valid):
-    (h, c), ys, res = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, save=True)
-    return ((h, c), ys), (params, xs, valid, res)
+def _lstm_fwd(reverse, unroll, dtype, params, h0, c0, xs, valid, fresh):
+    (h, c), ys, res = _lstm_forward(reverse, unroll, dtype, params, h0, c0, xs, valid, fresh, save=True)
+    return ((h, c), ys), (params, xs, valid, fresh, res)
 
 
 def _lstm_bwd(reverse, unroll, dtype, saved, cts):
     # xhs: [x_t, h_{t-1}] per step; cs: c_{t-1}; i, f, g, o: gate activations, all [T, B, *]
-    params, xs, valid, (xhs, cs, i_s, f_s, g_s, o_s) = saved
+    params, xs, valid, fresh, (xhs, cs, i_s, f_s, g_s, o_s) = saved
     (dh_last, dc_last), dys = cts
     w_hh_t = _cast(params.w_hh.T, dtype)  # [4H, H]
 
     def body(carry, inp):
         dh, dc = carry
-        dy, c_prev, i, f, g, o, m = inp
+        dy, c_prev, i, f, g, o, m, r = inp
         dh_new = _pick(m, dh + dy, jnp.zeros_like(dh))  # padding: nothing reaches the step
         dc_new = _pick(m, dc, jnp.zeros_like(dc))
         tc = jnp.tanh(f * c_prev + i * g)
@@ -212,18 +219,18 @@ def _lstm_bwd(reverse, unroll, dtype, saved, cts):
         dz = jnp.concatenate(
             [dc_full * g * i * (1 - i), dc_full * c_prev * f * (1 - f),
              dc_full * i * (1 - g * g), dh_new * tc * o * (1 - o)], axis=-1)  # [B, 4H]
-        dh_prev = _pick(m, matmul(dz, w_hh_t, dtype), dh).astype(dh.dtype)
-        dc_prev = _pick(m, dc_full * f, dc).astype(dc.dtype)
+        dh_prev = _fresh(r, _pick(m, matmul(dz, w_hh_t, dtype), dh).astype(dh.dtype))  # a reset: none
+        dc_prev = _fresh(r, _pick(m, dc_full * f, dc).astype(dc.dtype))                  # crosses it
         return (dh_prev, dc_prev), dz
 
-    inputs = (dys, cs, i_s, f_s, g_s, o_s, valid)
+    inputs = (dys, cs, i_s, f_s, g_s, o_s, valid, fresh)
     (dh0, dc0), dz = _scan(body, (dh_last, dc_last), inputs, not reverse, unroll)
     n_in = xs.shape[-1]
     dw = _contract_time_batch(xhs, dz, dtype)  # [I+H, 4H]: dW_ih on top of dW_hh
     dxs = matmul(dz, params.w_ih.T, dtype).astype(xs.dtype)  # [T, B, I]
     grads = LSTMParams(dw[:n_in].astype(params.w_ih.dtype), dw[n_in:].astype(params.w_hh.dtype),
                        jnp.sum(dz, axis=(0, 1)).astype(params.b.dtype))
-    return grads, dh0, dc0, dxs, None
+    return grads, dh0, dc0, dxs, None, None
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -235,10 +242,10 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 # and recurrent columns; n keeps its two products apart, since only the recurrent one is reset.
 
 
-def _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save: bool):
+def _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, fresh, save: bool):
     run = partial(_gru_forward_cpu, reverse, unroll, dtype, save=save)
     hoisted = partial(_gru_forward_hoisted, reverse, unroll, dtype, save=save)
-    return _by_platform(run, hoisted, params, h0, xs, valid)
+    return _by_platform(run, hoisted, params, h0, xs, valid, fresh)
 
 
 def _gru_cell(r, z, n, hn, h, m, save):
@@ -247,29 +254,31 @@ def _gru_cell(r, z, n, hn, h, m, save):
     return _pick(m, h_new, h), (y, (h, r, z, n, hn) if save else ())
 
 
-def _gru_forward_hoisted(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, *, save: bool):
+def _gru_forward_hoisted(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, fresh, *, save: bool):
     xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b_ih  # [T, B, 3H]: one GEMM, all steps
     w_hh = _cast(params.w_hh, dtype)  # [H, 3H]
 
     def body(h, inp):
-        xw_t, m = inp
+        xw_t, m, reset = inp
+        h = _fresh(reset, h)
         xr, xz, xn = jnp.split(xw_t, 3, axis=-1)
         hr, hz, hn = jnp.split(matmul(h, w_hh, dtype) + params.b_hh, 3, axis=-1)  # one product per step
         r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
         return _gru_cell(r, z, jnp.tanh(xn + r * hn), hn, h, m, save)
 
-    h, (ys, res) = _scan(body, h0, (xw, valid), reverse, unroll)
+    h, (ys, res) = _scan(body, h0, (xw, valid, fresh), reverse, unroll)
     return h, ys, res
 
 
-def _gru_forward_cpu(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, *, save: bool):
+def _gru_forward_cpu(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, fresh, *, save: bool):
     w_r, w_z, _ = _gate_weights(params.w_ih, params.w_hh, 3, dtype)
     w_in = _cast(jnp.split(params.w_ih, 3, axis=1)[2], dtype)
     w_hn = _cast(jnp.split(params.w_hh, 3, axis=1)[2], dtype)
     (bi_r, bi_z, b_in), (bh_r, bh_z, b_hn) = jnp.split(params.b_ih, 3), jnp.split(params.b_hh, 3)
 
     def body(h, inp):
-        x, m = inp
+        x, m, reset = inp
+        h = _fresh(reset, h)
         xh = jnp.concatenate([x, h], axis=-1)  # [B, I+H]
         # the two biases are added to the product one by one, in its (wider) dtype
         r = _sigmoid(matmul(xh, w_r, dtype) + bi_r + bh_r)
@@ -277,43 +286,43 @@ def _gru_forward_cpu(reverse, unroll, dtype, params: GRUParams, h0, xs, valid, *
         hn = matmul(h, w_hn, dtype) + b_hn
         return _gru_cell(r, z, jnp.tanh(matmul(x, w_in, dtype) + b_in + r * hn), hn, h, m, save)
 
-    h, (ys, res) = _scan(body, h0, (xs, valid), reverse, unroll)
+    h, (ys, res) = _scan(body, h0, (xs, valid, fresh), reverse, unroll)
     return h, ys, res
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _gru(reverse, unroll, dtype, params, h0, xs, valid):
-    h, ys, _ = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save=False)
+def _gru(reverse, unroll, dtype, params, h0, xs, valid, fresh):
+    h, ys, _ = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, fresh, save=False)
     return h, ys
 
 
-def _gru_fwd(reverse, unroll, dtype, params, h0, xs, valid):
-    h, ys, res = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, save=True)
-    return (h, ys), (params, xs, valid, res)
+def _gru_fwd(reverse, unroll, dtype, params, h0, xs, valid, fresh):
+    h, ys, res = _gru_forward(reverse, unroll, dtype, params, h0, xs, valid, fresh, save=True)
+    return (h, ys), (params, xs, valid, fresh, res)
 
 
 def _gru_bwd(reverse, unroll, dtype, saved, cts):
-    params, xs, valid, (hs, r_s, z_s, n_s, hn_s) = saved  # hs: h_{t-1}
+    params, xs, valid, fresh, (hs, r_s, z_s, n_s, hn_s) = saved  # hs: h_{t-1}
     dh_last, dys = cts
     w_hh_t = _cast(params.w_hh.T, dtype)  # [3H, H]
 
     def body(dh, inp):
-        dy, h_prev, r, z, n, hn, m = inp
+        dy, h_prev, r, z, n, hn, m, reset = inp
         dh_new = _pick(m, dh + dy, jnp.zeros_like(dh))
         dn = dh_new * (1 - z) * (1 - n * n)  # gradient of n's pre-activation
         dr = dn * hn * r * (1 - r)
         dzg = dh_new * (h_prev - n) * z * (1 - z)
         d_hw = jnp.concatenate([dr, dzg, dn * r], axis=-1)  # gradient of h W_hh + b_hh
-        dh_prev = _pick(m, matmul(d_hw, w_hh_t, dtype) + dh_new * z, dh).astype(dh.dtype)
+        dh_prev = _fresh(reset, _pick(m, matmul(d_hw, w_hh_t, dtype) + dh_new * z, dh).astype(dh.dtype))
         return dh_prev, jnp.concatenate([dr, dzg, dn], axis=-1)  # gradient of x W_ih + b_ih
 
-    dh0, d_xw = _scan(body, dh_last, (dys, hs, r_s, z_s, n_s, hn_s, valid), not reverse, unroll)
+    dh0, d_xw = _scan(body, dh_last, (dys, hs, r_s, z_s, n_s, hn_s, valid, fresh), not reverse, unroll)
     hidden = hs.shape[-1]
     d_hw = jnp.concatenate([d_xw[..., : 2 * hidden], d_xw[..., 2 * hidden :] * r_s], axis=-1)
     dw_hh = _contract_time_batch(hs, d_hw, dtype).astype(params.w_hh.dtype)
     db_hh = jnp.sum(d_hw, axis=(0, 1)).astype(params.b_hh.dtype)
     dw_ih, db_ih, dxs = _grads_of_projection(params.w_ih, xs, d_xw, dtype)
-    return GRUParams(dw_ih, dw_hh, db_ih.astype(params.b_ih.dtype), db_hh), dh0, dxs, None
+    return GRUParams(dw_ih, dw_hh, db_ih.astype(params.b_ih.dtype), db_hh), dh0, dxs, None, None
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
@@ -322,10 +331,10 @@ _gru.defvjp(_gru_fwd, _gru_bwd)
 # ------------------------------------------------------------------------------------ Elman
 
 
-def _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save: bool):
+def _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, fresh, save: bool):
     run = partial(_elman_forward_cpu, reverse, unroll, activation, dtype, save=save)
     hoisted = partial(_elman_forward_hoisted, reverse, unroll, activation, dtype, save=save)
-    return _by_platform(run, hoisted, params, h0, xs, valid)
+    return _by_platform(run, hoisted, params, h0, xs, valid, fresh)
 
 
 def _elman_cell(activation, a, xh, h, m, save):
@@ -334,63 +343,65 @@ def _elman_cell(activation, a, xh, h, m, save):
     return _pick(m, h_new, h), (y, (xh, a) if save else ())
 
 
-def _elman_forward_hoisted(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, *,
+def _elman_forward_hoisted(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, fresh, *,
                            save: bool):
     xw = matmul(xs, _cast(params.w_ih, dtype), dtype) + params.b  # [T, B, H]: one GEMM, all steps
     w_hh = _cast(params.w_hh, dtype)
 
     def body(h, inp):
-        xw_t, x, m = inp
+        xw_t, x, m, r = inp
+        h = _fresh(r, h)
         xh = _cast(jnp.concatenate([x, h], axis=-1), dtype) if save else None
         return _elman_cell(activation, xw_t + matmul(h, w_hh, dtype), xh, h, m, save)
 
-    h, (ys, res) = _scan(body, h0, (xw, xs, valid), reverse, unroll)
+    h, (ys, res) = _scan(body, h0, (xw, xs, valid, fresh), reverse, unroll)
     return h, ys, res
 
 
-def _elman_forward_cpu(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, *,
+def _elman_forward_cpu(reverse, unroll, activation, dtype, params: ElmanParams, h0, xs, valid, fresh, *,
                        save: bool):
     w = _cast(jnp.concatenate([params.w_ih, params.w_hh], axis=0), dtype)  # [I+H, H]
 
     def body(h, inp):
-        x, m = inp
+        x, m, r = inp
+        h = _fresh(r, h)
         xh = _cast(jnp.concatenate([x, h], axis=-1), dtype)  # [B, I+H]
         return _elman_cell(activation, matmul(xh, w, dtype) + params.b, xh, h, m, save)
 
-    h, (ys, res) = _scan(body, h0, (xs, valid), reverse, unroll)
+    h, (ys, res) = _scan(body, h0, (xs, valid, fresh), reverse, unroll)
     return h, ys, res
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _elman(reverse, unroll, activation, dtype, params, h0, xs, valid):
-    h, ys, _ = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save=False)
+def _elman(reverse, unroll, activation, dtype, params, h0, xs, valid, fresh):
+    h, ys, _ = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, fresh, save=False)
     return h, ys
 
 
-def _elman_fwd(reverse, unroll, activation, dtype, params, h0, xs, valid):
-    h, ys, res = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, save=True)
-    return (h, ys), (params, xs, valid, res)
+def _elman_fwd(reverse, unroll, activation, dtype, params, h0, xs, valid, fresh):
+    h, ys, res = _elman_forward(reverse, unroll, activation, dtype, params, h0, xs, valid, fresh, save=True)
+    return (h, ys), (params, xs, valid, fresh, res)
 
 
 def _elman_bwd(reverse, unroll, activation, dtype, saved, cts):
-    params, xs, valid, (xhs, pre) = saved  # xhs: [x_t, h_{t-1}]; pre: pre-activations
+    params, xs, valid, fresh, (xhs, pre) = saved  # xhs: [x_t, h_{t-1}]; pre: pre-activations
     dh_last, dys = cts
     # act'(a) for all steps at once; the activation is elementwise, so a JVP with ones gives it.
     slope = jax.jvp(activation, (pre,), (jnp.ones_like(pre),))[1]  # [T, B, H]
     w_hh_t = _cast(params.w_hh.T, dtype)
 
     def body(dh, inp):
-        dy, s, m = inp
+        dy, s, m, r = inp
         da = _pick(m, (dh + dy) * s, jnp.zeros_like(s))
-        return _pick(m, matmul(da, w_hh_t, dtype), dh).astype(dh.dtype), da
+        return _fresh(r, _pick(m, matmul(da, w_hh_t, dtype), dh).astype(dh.dtype)), da
 
-    dh0, da = _scan(body, dh_last, (dys, slope, valid), not reverse, unroll)
+    dh0, da = _scan(body, dh_last, (dys, slope, valid, fresh), not reverse, unroll)
     n_in = xs.shape[-1]
     dw = _contract_time_batch(xhs, da, dtype)  # [I+H, H]
     dxs = matmul(da, params.w_ih.T, dtype).astype(xs.dtype)
     grads = ElmanParams(dw[:n_in].astype(params.w_ih.dtype), dw[n_in:].astype(params.w_hh.dtype),
                         jnp.sum(da, axis=(0, 1)).astype(params.b.dtype))
-    return grads, dh0, dxs, None
+    return grads, dh0, dxs, None, None
 
 
 _elman.defvjp(_elman_fwd, _elman_bwd)
@@ -403,30 +414,35 @@ _elman.defvjp(_elman_fwd, _elman_bwd)
 # ``valid: [T, B]`` bool or None).
 
 
-def lstm_sequence(params: LSTMParams, carry: LSTMState, xs, valid, reverse, unroll, *, dtype=None):
-    (h, c), ys = _lstm(reverse, unroll, dtype, params, carry.h, carry.c, xs, valid)
+def lstm_sequence(params: LSTMParams, carry: LSTMState, xs, valid, fresh, reverse, unroll, *, dtype=None):
+    (h, c), ys = _lstm(reverse, unroll, dtype, params, carry.h, carry.c, xs, valid, fresh)
     return LSTMState(h, c), ys
 
 
-def gru_sequence(params: GRUParams, h, xs, valid, reverse, unroll, *, dtype=None):
-    return _gru(reverse, unroll, dtype, params, h, xs, valid)
+def gru_sequence(params: GRUParams, h, xs, valid, fresh, reverse, unroll, *, dtype=None):
+    return _gru(reverse, unroll, dtype, params, h, xs, valid, fresh)
 
 
-def elman_sequence(params: ElmanParams, h, xs, valid, reverse, unroll, *, activation=jnp.tanh, dtype=None):
-    return _elman(reverse, unroll, activation, dtype, params, h, xs, valid)
+def elman_sequence(params: ElmanParams, h, xs, valid, fresh, reverse, unroll, *, activation=jnp.tanh,
+                   dtype=None):
+    return _elman(reverse, unroll, activation, dtype, params, h, xs, valid, fresh)
 
 
-def run_fused(kernel: Callable, params, carry, xs: Array, lengths: Array | None, reverse: bool, unroll):
+def run_fused(kernel: Callable, params, carry, xs: Array, lengths: Array | None, reverse: bool, unroll,
+              fresh: Array | None = None):
     """Run a fused ``kernel`` on ``xs: [T, *batch, I]``; same contract as ``rnnjax.scan``.
 
-    Arguments are assumed checked (``rnnjax.scan`` does it). The batch axes are flattened into
-    one for the kernel and restored on the way out.
+    Arguments are assumed checked (``rnnjax.scan`` does it); ``fresh: [T, *batch]`` marks the
+    steps before which the carry is reset to zeros (already shifted for ``reverse`` and
+    masked to valid steps by the caller). The batch axes are flattened into one for the
+    kernel and restored on the way out.
     """
     num_steps, batch = xs.shape[0], tuple(xs.shape[1:-1])
     n = math.prod(batch)
     x2 = xs.reshape((num_steps, n, xs.shape[-1]))
     flat = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch):]), carry)  # [B, H]
     valid = None if lengths is None else steps_mask(lengths.reshape((n,)), num_steps)  # [T, B]
-    new_carry, ys = kernel(params, flat, x2, valid, reverse, unroll)
+    fresh = None if fresh is None else fresh.reshape((num_steps, n))
+    new_carry, ys = kernel(params, flat, x2, valid, fresh, reverse, unroll)
     new_carry = jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), new_carry)
     return new_carry, ys.reshape((num_steps,) + batch + ys.shape[-1:])

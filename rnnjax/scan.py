@@ -20,6 +20,7 @@ from rnnjax._checks import (
     broadcast_lengths,
     check_array,
     check_bool,
+    check_carry_batch,
     check_int,
     check_lengths,
     check_resets,
@@ -27,7 +28,7 @@ from rnnjax._checks import (
     check_step_output,
     check_xs,
     flip_valid,
-    shape_str,
+    fresh_steps,
     time_to,
     where_batch,
 )
@@ -45,6 +46,7 @@ def scan(
     lengths: Array | None = None,
     reverse: bool = False,
     unroll: int | bool = 1,
+    resets: Array | None = None,
     time_major: bool = True,
 ):
     """Run ``step`` over the time axis of ``xs`` with ``jax.lax.scan``.
@@ -61,9 +63,19 @@ def scan(
       reverse: run each sequence from its own last valid step back to step 0; ``ys`` stays in
         input order (``ys[t]`` belongs to ``xs[t]``).
       unroll: passed to ``lax.scan`` (an int >= 1, or True for a full unroll).
-      time_major: False for batch-major ``xs: [*batch, T, I]`` and ``ys: [*batch, T, H]`` (the
-        batch axes are those of ``lengths``; without lengths, all axes before the last two).
-        The time axis is moved to the front and back at the boundary; the loop is the same.
+      resets: optional ``[T, *batch]`` bool, True where a new sequence starts: several
+        sequences packed one after another in a row (``rnnjax.pack_sequences``). Forward, the
+        carry is set to zeros (``cell.initial_carry``) just before ``xs[t]`` is consumed
+        wherever ``resets[t]``; in ``reverse``, each packed sequence runs from its own last step
+        back to its first, starting from zeros (the carry is reset after the step before each
+        boundary). Nothing, values or gradients, crosses a boundary. With ``lengths``, resets at
+        padding steps are ignored; the returned carry is the last sequence's final carry
+        (forward) or the first one's (reverse). Carry leaves must start with the batch axes of
+        ``resets``.
+      time_major: False for batch-major ``xs: [*batch, T, I]``, ``ys: [*batch, T, H]`` and
+        ``resets: [*batch, T]`` (the batch axes are those of ``lengths`` or ``resets``; without
+        them, all axes before the last two). The time axis is moved to the front and back at
+        the boundary; the loop is the same.
 
     Returns:
       ``(carry, ys)`` with ``ys: [T, *batch, H]`` (or whatever pytree the step outputs, stacked).
@@ -72,8 +84,9 @@ def scan(
     through fused kernels whose values and gradients equal the plain step loop: the backward
     pass is a reversed scan that carries only the state gradients, and the weight gradients are
     single matmuls over all steps. They work under ``jit``, ``vmap`` and reverse-mode
-    differentiation of any order; forward mode (``jax.jvp``, ``jax.jacfwd``) is not available
-    on them; wrap the step (``lambda p, c, x: lstm_step(p, c, x)``) to run the plain loop there.
+    differentiation of any order, with lengths and resets; forward mode (``jax.jvp``,
+    ``jax.jacfwd``) is not available on them; wrap the step (``lambda p, c, x: lstm_step(p, c,
+    x)``) to run the plain loop there.
 
     >>> cell = lstm(input_size=3, hidden_size=4)
     >>> carry, ys = scan(cell.step, cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((5, 2, 3)), lengths=jnp.array([5, 2]))
@@ -82,38 +95,69 @@ def scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, lengths)
+        axis = _batch_major_axis(xs, lengths, resets)
         carry, ys = scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                         unroll=unroll)
+                         unroll=unroll, resets=_resets_time_major(resets))
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_bool("reverse", reverse)
     if not (unroll is True or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
         raise ValueError(f"unroll: expected an int >= 1 or True, got {unroll!r}")
-    num_steps = xs.shape[0]
     batch = None
     if lengths is not None:
         lengths, batch = check_seq_lengths(lengths, xs)
+    if resets is not None:
+        resets, reset_batch = check_resets(resets, xs)
+        check_carry_batch(carry, reset_batch)
+        if batch is None or len(reset_batch) > len(batch):
+            batch = reset_batch
 
     _registry.check_inputs(step, params, xs)
     check_step_output(step, params, carry, xs, batch)
+    return _loop(step, params, carry, xs, lengths, fresh_steps(resets, lengths, xs.shape[0], reverse), reverse,
+                 unroll)
 
+
+def _batch_major_axis(xs, lengths, resets) -> int:
+    """The time axis of a batch-major ``xs``: after the batch axes of ``lengths`` or ``resets``."""
+    if lengths is None and resets is not None:
+        return batch_major_axis(xs, np.zeros(np.shape(resets)[:-1]))
+    return batch_major_axis(xs, lengths)
+
+
+def _resets_time_major(resets):
+    """Batch-major ``resets: [*batch, T]`` -> ``[T, *batch]`` (None stays None)."""
+    if resets is None:
+        return None
+    check_array("resets", resets if not isinstance(resets, (list, tuple)) else np.asarray(resets))
+    return jnp.moveaxis(jnp.asarray(resets), -1, 0)
+
+
+def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll):
+    """The time loop on checked arguments; ``fresh`` from ``fresh_steps`` (or None)."""
+    num_steps, batch = xs.shape[0], tuple(xs.shape[1:-1])
     kernel = _registry.fused_kernel(step, params, carry)
     if kernel is not None:
         if lengths is not None:  # the kernels flatten every axis before the features into one
-            lengths = broadcast_lengths(lengths, tuple(xs.shape[1:-1]))
-        return run_fused(kernel, params, carry, xs, lengths, reverse, unroll)
+            lengths = broadcast_lengths(lengths, batch)
+        if fresh is not None:
+            fresh = jnp.broadcast_to(fresh.reshape(fresh.shape + (1,) * (1 + len(batch) - fresh.ndim)),
+                                     (num_steps,) + batch)
+        return run_fused(kernel, params, carry, xs, lengths, reverse, unroll, fresh)
     # Other steps run as they are. Hoisting the input projection of the remaining built-ins
     # (one [T*B, I] x [I, GH] matmul before the loop) measured slower on XLA:CPU than the
     # per-step product (LSTM B=32 T=128 I=128 H=256: CPU time +70% inference, +20% training).
     body = partial(step, params)
-
-    if lengths is None:
+    if lengths is None and fresh is None:
         return lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
 
     def masked(c, inp):
-        x, t = inp
+        x, t, f = inp
+        if f is not None:
+            c = where_batch(f, jax.tree_util.tree_map(jnp.zeros_like, c), c)
         new_c, y = body(c, x)
+        if lengths is None:
+            return new_c, y
         valid = t < lengths  # [*batch]
         zeros = jax.tree_util.tree_map(jnp.zeros_like, y)
         return where_batch(valid, new_c, c), where_batch(valid, y, zeros)
@@ -121,7 +165,7 @@ def scan(
     # Forward: padding comes after the valid steps and only holds the carry. Reverse: lax.scan
     # visits t = T-1 .. 0, so the held carry passes through the padding untouched and each
     # sequence starts at its own last valid step.
-    return lax.scan(masked, carry, (xs, jnp.arange(num_steps)), reverse=reverse, unroll=unroll)
+    return lax.scan(masked, carry, (xs, jnp.arange(num_steps), fresh), reverse=reverse, unroll=unroll)
 
 
 def flip_sequences(xs: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
@@ -171,20 +215,23 @@ def truncated_scan(
     *,
     truncate: int | None = None,
     resets: Array | None = None,
+    reverse: bool = False,
     time_major: bool = True,
 ):
     """``rnnjax.scan`` with gradients truncated every ``truncate`` steps, and carry resets.
 
-    The forward pass is that of ``rnnjax.scan`` (with resets): outputs never depend on
-    ``truncate``. The backward pass is truncated BPTT: the time axis is cut into chunks of
-    ``truncate`` steps and the carry enters each chunk after the first through
-    ``lax.stop_gradient``, so a loss term at step ``t`` sends gradient only to inputs, params
-    uses and carries of its own chunk (never to steps ``truncate`` or more before it). With
-    ``truncate >= T`` (or None) this is full BPTT, gradient to the initial carry included.
+    The forward pass is that of ``rnnjax.scan`` (with resets and ``reverse``): outputs never
+    depend on ``truncate``. The backward pass is truncated BPTT: the time axis is cut into
+    chunks of ``truncate`` steps and the carry enters each chunk after the first processed one
+    through ``lax.stop_gradient``, so a loss term at step ``t`` sends gradient only to inputs,
+    params uses and carries of its own chunk (never to steps ``truncate`` or more away from
+    it). With ``truncate >= T`` (or None) this is full BPTT, gradient to the initial carry
+    included.
 
     ``resets[t, b]`` marks a document boundary: the carry of sequence ``b`` is set to zeros
-    (``cell.initial_carry``) just before ``xs[t, b]`` is consumed, so nothing — values or
-    gradients — crosses it.
+    (``cell.initial_carry``) just before ``xs[t, b]`` is consumed (in ``reverse``, after the
+    step before it: each document runs from its own last step back to its first), so nothing
+    — values or gradients — crosses it. Built-in cells keep their fused kernels.
 
     For training on a long stream with one update per chunk, use this on each chunk and pass the
     final carry to the next step (``make_train_step(..., carry=True)`` does that).
@@ -192,10 +239,11 @@ def truncated_scan(
     Args:
       step: ``step(params, carry, x) -> (carry, y)``.
       params: the step's parameters.
-      carry: initial carry; leaves start with the batch axes of ``xs`` when ``resets`` is given.
+      carry: initial carry; leaves start with the batch axes of ``resets`` when it is given.
       xs: ``[T, *batch, I]``.
       truncate: chunk length ``k >= 1`` of the truncated backward pass, or None (no truncation).
       resets: optional ``[T, *batch]`` bool.
+      reverse: run from step ``T - 1`` back to step 0 (chunks too: the last one first).
       time_major: False for batch-major ``xs: [*batch, T, I]``, ``resets: [*batch, T]`` and
         ``ys`` (see ``rnnjax.scan``).
 
@@ -210,65 +258,61 @@ def truncated_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, None if resets is None else np.zeros(np.shape(resets)[:-1]))
-        if resets is not None:
-            resets = jnp.moveaxis(jnp.asarray(resets), -1, 0)
-        carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate, resets=resets)
+        axis = _batch_major_axis(xs, None, resets)
+        carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate,
+                                   resets=_resets_time_major(resets), reverse=reverse)
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("truncate", truncate, allow_none=True)
+    check_bool("reverse", reverse)
     num_steps = xs.shape[0]
     if resets is not None:
         resets, batch = check_resets(resets, xs)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(carry)[0]:
-            if tuple(jnp.shape(leaf)[: len(batch)]) != batch:
-                raise ValueError(
-                    f"carry{jax.tree_util.keystr(path)}: with resets, every carry leaf must start with "
-                    f"the batch axes {shape_str(batch)} of xs, got shape {tuple(jnp.shape(leaf))}"
-                )
+        check_carry_batch(carry, batch)
     # rnnjax.scan checks the step against carry and xs (shapes, dtypes) without running it.
     jax.eval_shape(partial(scan, step), params, carry, xs[:1])
+    inputs = (xs, fresh_steps(resets, None, num_steps, reverse))
 
-    if resets is None:
-        # Each chunk is an rnnjax.scan, so built-in cells take their fused kernels.
-        def run(c, chunk_xs):
-            return scan(step, params, c, chunk_xs)
-        inputs = xs
-    else:
-        def cell_step(c, inp):
-            x, r = inp
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, c)
-            return step(params, where_batch(r, zeros, c), x)
+    def run(c, chunk_inputs):  # each chunk is a scan: built-in cells take their fused kernels
+        chunk_xs, chunk_fresh = chunk_inputs
+        return _loop(step, params, c, chunk_xs, None, chunk_fresh, reverse, 1)
 
-        def run(c, chunk_inputs):
-            return lax.scan(cell_step, c, chunk_inputs)
-        inputs = (xs, resets)
+    def chunk(c, chunk_inputs):
+        return run(lax.stop_gradient(c), chunk_inputs)
 
     k = num_steps if truncate is None else min(int(truncate), num_steps)
     num_chunks, rest = divmod(num_steps, k)
     if num_chunks == 1 and rest == 0:
         return run(carry, inputs)
 
-    def chunk(c, chunk_inputs):
-        return run(lax.stop_gradient(c), chunk_inputs)
+    def cat(*parts):
+        return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
+
+    def flat(ys):  # [n, k, ...] -> [n * k, ...]
+        return jax.tree_util.tree_map(lambda a: a.reshape((a.shape[0] * k,) + a.shape[2:]), ys)
 
     head = jax.tree_util.tree_map(lambda a: a[: num_chunks * k].reshape((num_chunks, k) + a.shape[1:]), inputs)
-    # The first chunk takes the initial carry with its gradient; later ones through stop_gradient.
-    first = jax.tree_util.tree_map(lambda a: a[0], head)
-    carry, ys_first = run(carry, first)
-    pieces = [jax.tree_util.tree_map(lambda a: a[None], ys_first)]
-    if num_chunks > 1:
-        later = jax.tree_util.tree_map(lambda a: a[1:], head)
-        carry, ys_later = lax.scan(chunk, carry, later)  # [num_chunks - 1, k, ...]
-        pieces.append(ys_later)
-    ys = jax.tree_util.tree_map(
-        lambda *p: jnp.concatenate(p).reshape((num_chunks * k,) + p[0].shape[2:]), *pieces
-    )
+    tail = jax.tree_util.tree_map(lambda a: a[num_chunks * k :], inputs) if rest else None
+    # The first chunk processed takes the initial carry with its gradient; later ones through
+    # stop_gradient. Forward that is chunk 0; in reverse, the tail (the last steps) or the last chunk.
+    if not reverse:
+        carry, ys_first = run(carry, jax.tree_util.tree_map(lambda a: a[0], head))
+        ys = jax.tree_util.tree_map(lambda a: a[None], ys_first)
+        if num_chunks > 1:
+            carry, ys_later = lax.scan(chunk, carry, jax.tree_util.tree_map(lambda a: a[1:], head))  # [num_chunks - 1, k, ...]
+            ys = cat(ys, ys_later)
+        ys = flat(ys)
+        if rest:
+            carry, ys_tail = chunk(carry, tail)
+            ys = cat(ys, ys_tail)
+        return carry, ys
     if rest:
-        tail = jax.tree_util.tree_map(lambda a: a[num_chunks * k :], inputs)
-        carry, ys_tail = chunk(carry, tail)
-        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
-    return carry, ys
+        carry, ys_tail = run(carry, tail)
+        carry, ys_head = lax.scan(chunk, carry, head, reverse=True)
+        return carry, cat(flat(ys_head), ys_tail)
+    carry, ys_last = run(carry, jax.tree_util.tree_map(lambda a: a[-1], head))
+    carry, ys_head = lax.scan(chunk, carry, jax.tree_util.tree_map(lambda a: a[:-1], head), reverse=True)
+    return carry, cat(flat(ys_head), ys_last)
 
 
 def remat_scan(
@@ -280,6 +324,7 @@ def remat_scan(
     lengths: Array | None = None,
     reverse: bool = False,
     segment: int | None = None,
+    resets: Array | None = None,
     time_major: bool = True,
 ):
     """``rnnjax.scan`` with gradient checkpointing: same values and gradients, less memory.
@@ -295,7 +340,8 @@ def remat_scan(
         ``lengths: [*batch]``; padding holds the carry and outputs zeros; ``reverse`` runs each
         sequence from its own last valid step).
       segment: steps per rematerialised segment (``>= 1``).
-      time_major: False for batch-major ``xs``/``ys`` (see ``rnnjax.scan``).
+      resets: optional ``[T, *batch]`` bool, as in ``rnnjax.scan`` (packed sequences).
+      time_major: False for batch-major ``xs``/``ys``/``resets`` (see ``rnnjax.scan``).
 
     Returns:
       ``(carry, ys)`` exactly as ``rnnjax.scan``.
@@ -308,9 +354,9 @@ def remat_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, lengths)
+        axis = _batch_major_axis(xs, lengths, resets)
         carry, ys = remat_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                               segment=segment)
+                               segment=segment, resets=_resets_time_major(resets))
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("segment", segment, allow_none=True)
@@ -318,41 +364,47 @@ def remat_scan(
     num_steps = xs.shape[0]
     if lengths is not None:
         lengths, _ = check_seq_lengths(lengths, xs)
+    if resets is not None:
+        resets, _ = check_resets(resets, xs)
     # All of rnnjax.scan's checks, on the whole sequence, without running it.
-    jax.eval_shape(partial(scan, step, lengths=lengths, reverse=reverse), params, carry, xs)
+    jax.eval_shape(partial(scan, step, lengths=lengths, reverse=reverse, resets=resets), params, carry, xs)
+    fresh = fresh_steps(resets, lengths, num_steps, reverse)  # global: a boundary may fall on a segment's edge
 
     k = math.isqrt(num_steps - 1) + 1 if segment is None else min(int(segment), num_steps)
     num_segments, rest = divmod(num_steps, k)
 
-    def run(p, c, x, t0, prevent_cse=True):
+    def run(p, c, x, f, t0, prevent_cse=True):
         seg_lengths = None if lengths is None else jnp.clip(lengths - t0, 0, x.shape[0])
 
-        def f(p, c, x, seg_lengths):
-            return scan(step, p, c, x, lengths=seg_lengths, reverse=reverse)
+        def run_segment(p, c, x, f, seg_lengths):
+            return _loop(step, p, c, x, seg_lengths, f, reverse, 1)
 
-        return jax.checkpoint(f, prevent_cse=prevent_cse)(p, c, x, seg_lengths)
+        return jax.checkpoint(run_segment, prevent_cse=prevent_cse)(p, c, x, f, seg_lengths)
 
-    head = xs[: num_segments * k].reshape((num_segments, k) + xs.shape[1:])
+    def split(a):
+        return None if a is None else a[: num_segments * k].reshape((num_segments, k) + a.shape[1:])
+
+    head, head_fresh = split(xs), split(fresh)
     starts = jnp.arange(num_segments) * k
 
     def outer(c, inp):
-        x, t0 = inp
+        x, f, t0 = inp
         # prevent_cse=False is safe inside lax.scan and lets XLA fuse the recomputation.
-        return run(params, c, x, t0, prevent_cse=False)
+        return run(params, c, x, f, t0, prevent_cse=False)
 
     def run_head(c):
-        c, ys = lax.scan(outer, c, (head, starts), reverse=reverse)
+        c, ys = lax.scan(outer, c, (head, head_fresh, starts), reverse=reverse)
         return c, jax.tree_util.tree_map(lambda a: a.reshape((num_segments * k,) + a.shape[2:]), ys)
 
     if not rest:
         return run_head(carry)
-    tail = xs[num_segments * k :]
+    tail, tail_fresh = xs[num_segments * k :], None if fresh is None else fresh[num_segments * k :]
     if reverse:  # the tail holds the last time steps: it runs first
-        carry, ys_tail = run(params, carry, tail, num_segments * k)
+        carry, ys_tail = run(params, carry, tail, tail_fresh, num_segments * k)
         carry, ys_head = run_head(carry)
     else:
         carry, ys_head = run_head(carry)
-        carry, ys_tail = run(params, carry, tail, num_segments * k)
+        carry, ys_tail = run(params, carry, tail, tail_fresh, num_segments * k)
     return carry, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys_head, ys_tail)
 
 
