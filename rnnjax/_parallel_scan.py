@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._checks import flip_valid, steps_mask
+from rnnjax._checks import flip_valid, fresh_steps, steps_mask
 
 Array = jax.Array
 
@@ -70,19 +70,29 @@ def log_affine_scan(log_a: Array, log_b: Array) -> tuple[Array, Array]:
 
 
 def affine_recurrence(coeffs: Callable, params: Any, carry: Array, xs: Array, lengths: Array | None,
-                      reverse: bool, *, log_space: bool = False, **keywords):
+                      reverse: bool, *, log_space: bool = False, resets: Array | None = None, **keywords):
     """``h_t = a_t ⊙ h_{t-1} + b_t`` over ``xs: [T, *batch, I]`` with the contract of ``rnnjax.scan``.
 
     ``coeffs(params, xs, log_space, **keywords) -> (a, b)`` (or their logs, with ``a > 0``,
     ``b > 0``), each ``[T, *batch, H]``; ``keywords`` are the step's (e.g. its compute dtype).
-    Arguments are assumed checked, ``lengths`` within ``[0, T]``.
+    Arguments are assumed checked, ``lengths`` within ``[0, T]``. A reset (``resets: [T,
+    *batch]``, packed sequences) drops the state before it: ``a = 0`` there (in log space, a
+    log so negative that ``exp`` of it and of its sums with other logs is exactly 0).
     """
     num_steps = xs.shape[0]
+    fresh = fresh_steps(resets, lengths, num_steps, reverse)
+    if fresh is not None:
+        fresh = jnp.broadcast_to(fresh.reshape(fresh.shape + (1,) * (xs.ndim - 1 - fresh.ndim)), xs.shape[:-1])
     if reverse:
         xs = flip_valid(xs, lengths)
+        fresh = None if fresh is None else flip_valid(fresh, lengths)  # in processing order
     a, b = coeffs(params, xs, log_space, **keywords)  # [T, *batch, H] each (or their logs)
     dtype = jnp.promote_types(a.dtype, carry.dtype)
     a, b, h0 = a.astype(dtype), b.astype(dtype), carry.astype(dtype)
+    if fresh is not None:
+        # log space: T such logs still sum to a finite number, and exp of it is 0
+        dropped = -jnp.finfo(dtype).max / (4 * num_steps) if log_space else 0
+        a = jnp.where(fresh[..., None], jnp.asarray(dropped, dtype), a)
     if log_space:
         sum_log_a, log_bs = log_affine_scan(a, b)
         hs = jnp.exp(sum_log_a) * h0 + jnp.exp(log_bs)  # [T, *batch, H]

@@ -12,12 +12,15 @@ Two bundles of pure functions compose everything here:
 
 Every ``SeqModel.apply`` follows one contract, so models nest without adapters::
 
-    apply(params, xs, *, lengths=None, carry=None, train=False, key=None) -> (carry, ys)
+    apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None) -> (carry, ys)
 
 with ``xs: [T, *batch, I]`` time-major, ``lengths: [*batch]`` (positions ``t >= length`` are
 padding: outputs there are zero and the returned carry is the one after each sequence's last
-valid step), ``carry=None`` meaning the zero initial carry, and ``train``/``key`` switching
-dropout on with an explicit PRNG key. A model without randomness ignores ``train`` and ``key``.
+valid step), ``carry=None`` meaning the zero initial carry, ``train``/``key`` switching
+dropout on with an explicit PRNG key, and ``resets: [T, *batch]`` marking where packed
+sequences start (``rnnjax.pack_sequences``; every layer resets its carry there, in both
+directions). A model without randomness ignores ``train`` and ``key``; a ``SeqModel`` of your
+own need not take ``resets`` unless it is given some (composers pass it only when given).
 
 Sequence topologies built from these pieces:
 
@@ -34,28 +37,34 @@ against the public step contract only, as a user's cell would be).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import _registry
 from rnnjax._checks import (
     batch_major_axis,
     check_array,
     check_bool,
+    check_carry_batch,
     check_int,
     check_key,
     check_rate,
+    check_resets,
     check_seq_lengths,
     check_step_output,
     check_xs,
+    fresh_steps,
     steps_mask,
     time_to,
 )
 from rnnjax.cells import Cell, glorot_uniform
 from rnnjax.learned_state import LearnedStateCarry
+from rnnjax.packing import segment_pool
 from rnnjax.scan import flip_sequences, scan
 
 Array = jax.Array
@@ -66,10 +75,11 @@ class SeqModel(NamedTuple):
 
     Attributes:
       init: ``init(key) -> params``.
-      apply: ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)
-        -> (carry, ys)`` with ``xs: [T, *batch, I]`` and ``ys: [T, *batch, O]``, zero at
-        padding positions ``t >= lengths``; ``carry=None`` starts from zeros; ``train=True``
-        turns dropout on, drawing masks from ``key``.
+      apply: ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None,
+        resets=None) -> (carry, ys)`` with ``xs: [T, *batch, I]`` and ``ys: [T, *batch, O]``,
+        zero at padding positions ``t >= lengths``; ``carry=None`` starts from zeros;
+        ``train=True`` turns dropout on, drawing masks from ``key``; ``resets: [T, *batch]``
+        bool resets the carry where packed sequences start (see ``rnnjax.scan``).
     """
 
     init: Callable[[Array], Any]
@@ -167,12 +177,24 @@ def _batch_major(apply: Callable, time_major: bool) -> Callable:
     if check_bool("time_major", time_major):
         return apply
 
-    def batch_major_apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
-        axis = batch_major_axis(xs, lengths)
-        carry, ys = apply(params, jnp.moveaxis(xs, axis, 0), lengths=lengths, carry=carry, train=train, key=key)
+    def batch_major_apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
+        if lengths is None and resets is not None:
+            axis = batch_major_axis(xs, np.zeros(np.shape(resets)[:-1]))
+            resets = jnp.moveaxis(jnp.asarray(resets), -1, 0)
+        else:
+            axis = batch_major_axis(xs, lengths)
+            resets = None if resets is None else jnp.moveaxis(jnp.asarray(resets), -1, 0)
+        carry, ys = apply(params, jnp.moveaxis(xs, axis, 0), lengths=lengths, carry=carry, train=train, key=key,
+                          **_resets_kw(resets))
         return carry, time_to(ys, axis)
 
     return batch_major_apply
+
+
+def _resets_kw(resets: Any) -> dict:
+    """``resets=`` for a layer's ``apply`` only when given, so ``SeqModel`` instances written before
+    packed sequences (whose ``apply`` takes no ``resets``) still compose when none are used."""
+    return {} if resets is None else {"resets": resets}
 
 
 def _dropout(key: Array, rate: float, x: Array) -> Array:
@@ -308,15 +330,18 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         instead of ``rnnjax.scan``: same params, carry and results. ``min_gru``/``min_lstm``
         (``rnnjax.min_rnn_parallel``), ``lru``, ``rg_lru`` and ``selective_ssm`` run an
         associative scan (depth O(log T)), ``mlstm`` its chunkwise form; other cells (``slstm``,
-        the classic cells) have none and raise. Not with ``recurrent_dropout``.
+        the classic cells) have none and raise. Not with ``recurrent_dropout``. With ``resets``
+        (packed sequences) the associative scans drop the state at each boundary; ``mlstm``'s
+        chunkwise form does not take resets (a clear error: run it with ``parallel=False``).
       time_major: False for a model whose ``apply`` reads ``xs: [*batch, T, I]`` and returns
         ``ys: [*batch, T, H]`` (batch axes: those of ``lengths``, else all but the last two).
         Set it on the outermost model only: the layers inside a ``deep`` or ``bidirectional``
         model are called time-major.
 
     Returns:
-      ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None)``
-      returns ``(carry, ys)`` exactly as ``rnnjax.scan(cell.step, params, carry, xs, ...)``.
+      ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None,
+      resets=None)`` returns ``(carry, ys)`` exactly as ``rnnjax.scan(cell.step, params, carry,
+      xs, ...)``.
 
     >>> model = rnn(gru(3, 4))
     >>> carry, ys = model.apply(model.init(jax.random.key(0)), jnp.ones((5, 2, 3)), lengths=jnp.array([5, 2]))
@@ -340,8 +365,9 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
             raise ValueError(f"parallel: expected a cell with a parallel-in-time form ({which}); {why}")
         if rate > 0.0:
             raise ValueError(f"recurrent_dropout: not supported with parallel=True, got {recurrent_dropout!r}")
+        takes_resets = "resets" in inspect.signature(parallel_fn).parameters
 
-    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
+    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
         check_xs(xs, floating=True)
         check_bool("train", train)
         if carry is None:
@@ -352,7 +378,16 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
                 lengths, batch = check_seq_lengths(lengths, xs)
                 lengths = jnp.clip(lengths, 0, xs.shape[0])
             check_step_output(cell.step, params, carry, xs, batch)  # the step's own checks, shapes only
-            return parallel_fn(params, carry, xs, lengths, reverse)
+            if resets is None:
+                return parallel_fn(params, carry, xs, lengths, reverse)
+            if not takes_resets:
+                raise ValueError(
+                    f"resets: the parallel form of the {found[0].name} cell does not take resets (packed "
+                    f"sequences); run it with parallel=False, where every cell's step loop does"
+                )
+            resets, reset_batch = check_resets(resets, xs)
+            check_carry_batch(carry, reset_batch)
+            return parallel_fn(params, carry, xs, lengths, reverse, resets=resets)
         step = cell.step
         if train and rate > 0.0:
             _need_key(key, f"recurrent_dropout={rate}")
@@ -361,7 +396,7 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
             def step(p, c, x):
                 return cell.step(p, jax.tree_util.tree_map(jnp.multiply, c, masks), x)
 
-        return scan(step, params, carry, xs, lengths=lengths, reverse=reverse)
+        return scan(step, params, carry, xs, lengths=lengths, reverse=reverse, resets=resets)
 
     return SeqModel(cell.init, _batch_major(apply, time_major))
 
@@ -491,8 +526,10 @@ def deep(
         keys = jax.random.split(key, n)
         return tuple(m.init(k) for m, k in zip(models, keys, strict=True))
 
-    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
+    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
         lengths = _check_apply_args(xs, lengths, train, key)
+        if resets is not None:
+            resets, _ = check_resets(resets, xs)
         params = _check_tuple("params", params, n)
         carries = (None,) * n if carry is None else _check_tuple("carry", carry, n)
         if train and rate > 0.0 and n > 1:
@@ -504,7 +541,8 @@ def deep(
             if k > 0 and train and rate > 0.0:
                 inp = _dropout(keys[2 * k], rate, inp)
             try:
-                c, ys = model.apply(p, inp, lengths=lengths, carry=c, train=train, key=keys[2 * k + 1])
+                c, ys = model.apply(p, inp, lengths=lengths, carry=c, train=train, key=keys[2 * k + 1],
+                                    **_resets_kw(resets))
             except (ValueError, TypeError) as e:
                 e.add_note(f"(raised by layer {k} of deep)")
                 raise
@@ -549,7 +587,9 @@ def bidirectional(
     enters it. A ``Cell`` direction runs with ``rnnjax.scan(reverse=...)``; a ``SeqModel``
     given as ``bwd`` (for instance a ``deep`` stack) is applied to the time-reversed sequences
     (``flip_sequences``) and its outputs flipped back. The two directions have separate
-    parameters, ``BiParams(fwd, bwd)``.
+    parameters, ``BiParams(fwd, bwd)``. With ``resets`` (packed rows) each direction resets
+    at every packed sequence's own start, so the backward one runs each sequence from its own
+    last step; a ``SeqModel`` ``bwd`` gets the flipped rows with the flipped boundaries.
 
     Args:
       fwd, bwd: ``Cell`` or ``SeqModel`` instances; they may differ in type and size.
@@ -589,8 +629,10 @@ def bidirectional(
         k1, k2 = jax.random.split(key)
         return BiParams(fwd_model.init(k1), bwd_model.init(k2))
 
-    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None):
+    def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
         lengths = _check_apply_args(xs, lengths, train, key)
+        if resets is not None:
+            resets, _ = check_resets(resets, xs)
         if not isinstance(params, BiParams):
             raise TypeError(f"params: expected BiParams(fwd, bwd), got {type(params).__name__}")
         if carry is None:
@@ -599,17 +641,24 @@ def bidirectional(
             raise TypeError(f"carry: expected BiCarry(fwd, bwd) or None, got {type(carry).__name__}")
         k_f, k_b = jax.random.split(key) if key is not None else (None, None)
         try:
-            c_f, ys_f = fwd_model.apply(params.fwd, xs, lengths=lengths, carry=carry.fwd, train=train, key=k_f)
+            c_f, ys_f = fwd_model.apply(params.fwd, xs, lengths=lengths, carry=carry.fwd, train=train, key=k_f,
+                                        **_resets_kw(resets))
         except (TypeError, ValueError) as e:
             e.add_note("(raised by the forward layer of bidirectional)")
             raise
         try:
             if flip_bwd:
+                # Time-reversed, a packed row's sequences come in reverse order, each reversed:
+                # they start where the originals end (the reverse loop's reset steps, flipped).
+                flipped = None
+                if resets is not None:
+                    flipped = flip_sequences(fresh_steps(resets, lengths, xs.shape[0], True), lengths)
                 c_b, ys_b = bwd_model.apply(params.bwd, flip_sequences(xs, lengths), lengths=lengths,
-                                            carry=carry.bwd, train=train, key=k_b)
+                                            carry=carry.bwd, train=train, key=k_b, **_resets_kw(flipped))
                 ys_b = flip_sequences(ys_b, lengths)
             else:
-                c_b, ys_b = bwd_model.apply(params.bwd, xs, lengths=lengths, carry=carry.bwd, train=train, key=k_b)
+                c_b, ys_b = bwd_model.apply(params.bwd, xs, lengths=lengths, carry=carry.bwd, train=train, key=k_b,
+                                            **_resets_kw(resets))
         except (TypeError, ValueError) as e:
             e.add_note("(raised by the backward layer of bidirectional)")
             raise
@@ -636,7 +685,27 @@ def _pool_args(ys, lengths, time_major):
     return ys, check_seq_lengths(lengths, ys)[0]
 
 
-def pool_last(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
+def _pool_segments(ys, lengths, segment_ids, num_segments, time_major, how):
+    """Per-segment pooling of packed rows (``segment_ids`` given), else None."""
+    if segment_ids is None:
+        if num_segments is not None:
+            raise ValueError("num_segments: only with segment_ids (packed rows), got num_segments without them")
+        return None
+    if lengths is not None:
+        raise ValueError("lengths: not with segment_ids (their -1 entries already mark the padding); pass one")
+    if num_segments is None:
+        raise ValueError("num_segments: expected the number of packed sequences (an int) with segment_ids, got None")
+    if not check_bool("time_major", time_major):
+        ids = jnp.asarray(segment_ids)
+        axis = ids.ndim - 1  # ids: [*batch, T]
+        check_array("ys", ys)
+        ys, segment_ids = jnp.moveaxis(ys, axis, 0), jnp.moveaxis(ids, axis, 0)
+    check_xs(ys, name="ys", floating=True)
+    return segment_pool(ys, segment_ids, num_segments, how)
+
+
+def pool_last(ys: Array, lengths: Array | None = None, *, segment_ids: Array | None = None,
+             num_segments: int | None = None, time_major: bool = True) -> Array:
     """Sequence → vector: each sequence's output at its last valid step.
 
     ``ys: [T, *batch, H]`` (``[*batch, T, H]`` with ``time_major=False``) → ``[*batch, H]``,
@@ -644,9 +713,17 @@ def pool_last(ys: Array, lengths: Array | None = None, *, time_major: bool = Tru
     it pairs the forward summary with a backward output that has seen only the last step, so
     prefer ``carry_hidden(carry)`` there.
 
+    Packed rows (``rnnjax.pack_sequences``): with ``segment_ids: [T, *batch]``
+    (``Packed.segment_ids``) and ``num_segments`` instead of ``lengths``, the result is
+    ``[num_segments, H]``, one vector per packed sequence in input order (``pool_mean`` and
+    ``pool_max`` take the same two keywords).
+
     >>> pool_last(jnp.arange(4.0).reshape(4, 1, 1) * jnp.ones((4, 2, 1)), jnp.array([4, 2]))[:, 0]
     Array([3., 1.], dtype=float32)
     """
+    pooled = _pool_segments(ys, lengths, segment_ids, num_segments, time_major, "last")
+    if pooled is not None:
+        return pooled
     ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys[-1]
@@ -657,7 +734,8 @@ def pool_last(ys: Array, lengths: Array | None = None, *, time_major: bool = Tru
     return jnp.where(nonempty, last, jnp.zeros((), ys.dtype))
 
 
-def pool_mean(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
+def pool_mean(ys: Array, lengths: Array | None = None, *, segment_ids: Array | None = None,
+             num_segments: int | None = None, time_major: bool = True) -> Array:
     """Sequence → vector: mean of the outputs over each sequence's valid steps.
 
     ``ys: [T, *batch, H]`` → ``[*batch, H]``; zeros for an empty sequence.
@@ -665,6 +743,9 @@ def pool_mean(ys: Array, lengths: Array | None = None, *, time_major: bool = Tru
     >>> pool_mean(jnp.arange(4.0).reshape(4, 1, 1) * jnp.ones((4, 2, 1)), jnp.array([4, 2]))[:, 0]
     Array([1.5, 0.5], dtype=float32)
     """
+    pooled = _pool_segments(ys, lengths, segment_ids, num_segments, time_major, "mean")
+    if pooled is not None:
+        return pooled
     ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys.mean(axis=0)
@@ -675,7 +756,8 @@ def pool_mean(ys: Array, lengths: Array | None = None, *, time_major: bool = Tru
     return total / count.reshape(count.shape + (1,) * (total.ndim - count.ndim))
 
 
-def pool_max(ys: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
+def pool_max(ys: Array, lengths: Array | None = None, *, segment_ids: Array | None = None,
+             num_segments: int | None = None, time_major: bool = True) -> Array:
     """Sequence → vector: elementwise max of the outputs over each sequence's valid steps.
 
     ``ys: [T, *batch, H]`` → ``[*batch, H]``; zeros for an empty sequence (so no ``-inf``
@@ -684,6 +766,9 @@ def pool_max(ys: Array, lengths: Array | None = None, *, time_major: bool = True
     >>> pool_max(jnp.array([[[1.0], [5.0]], [[3.0], [9.0]]]), jnp.array([2, 1]))[:, 0]
     Array([3., 5.], dtype=float32)
     """
+    pooled = _pool_segments(ys, lengths, segment_ids, num_segments, time_major, "max")
+    if pooled is not None:
+        return pooled
     ys, lengths = _pool_args(ys, lengths, time_major)
     if lengths is None:
         return ys.max(axis=0)

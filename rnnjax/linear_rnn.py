@@ -35,8 +35,10 @@ from rnnjax._checks import (
     check_batch_shape,
     check_dtype,
     check_float,
+    check_resets,
     check_shape,
     check_sizes,
+    fresh_steps,
     steps_mask,
 )
 from rnnjax._parallel_scan import affine_scan
@@ -138,10 +140,13 @@ def _check_state(name: str, carry: Any, expected: tuple, shown: tuple, *, comple
     check_shape(name, carry, expected, shown=shown)
 
 
-def _check_seq_args(xs: Any, lengths: Any, reverse: Any) -> None:
+def _check_seq_args(xs: Any, lengths: Any, reverse: Any, resets: Any = None) -> Any:
+    """Checks the whole-sequence forms' arguments; returns ``resets`` as an array (or None)."""
     check_float("xs", xs)
     if xs.ndim < 2 or xs.shape[0] == 0:
         raise ValueError(f"xs: expected shape [T, *batch, I] with T >= 1, got {tuple(xs.shape)}")
+    if resets is not None:
+        resets, _ = check_resets(resets, xs)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {reverse!r}")
     if lengths is not None:
@@ -151,6 +156,7 @@ def _check_seq_args(xs: Any, lengths: Any, reverse: Any) -> None:
                 f"lengths: expected shape [{', '.join(map(str, xs.shape[1:-1]))}] (the batch axes of xs), "
                 f"got {tuple(lengths.shape)}"
             )
+    return resets
 
 
 def _real_dtype(dtype) -> Any:
@@ -169,21 +175,28 @@ def _param_dtype(param_dtype: Any, carry_dtype: Any = jnp.float32) -> Any:
 
 
 
-def _diag_parallel(coeffs, output, carry: Array, xs: Array, lengths, reverse: bool):
+def _diag_parallel(coeffs, output, carry: Array, xs: Array, lengths, reverse: bool, resets=None):
     """Whole-sequence evaluation of ``h_t = a_t ⊙ h_{t-1} + b_t``, ``y_t = output(h_t, aux_t)``.
 
     ``coeffs(xs) -> (a, b, aux)`` with ``a, b: [T, *batch, *state]``. Padding steps get
     ``a = 1, b = 0``, so the state is held through them exactly and ``hs[-1]`` is each
-    sequence's state after its last valid step.
+    sequence's state after its last valid step. A reset (``resets``, packed sequences) gets
+    ``a = 0``: the state before it is dropped, as the step loop's reset to zeros does.
     """
     num_steps = xs.shape[0]
     if lengths is not None:
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
+    fresh = fresh_steps(resets, lengths, num_steps, reverse)
+    if fresh is not None:
+        fresh = jnp.broadcast_to(fresh.reshape(fresh.shape + (1,) * (xs.ndim - 1 - fresh.ndim)), xs.shape[:-1])
     if reverse:
         xs = flip_sequences(xs, lengths)
+        fresh = None if fresh is None else flip_sequences(fresh, lengths)  # in processing order
     a, b, aux = coeffs(xs)
     dtype = jnp.result_type(a, b, carry)
     a, b = a.astype(dtype), b.astype(dtype)
+    if fresh is not None:
+        a = jnp.where(fresh.reshape(fresh.shape + (1,) * (a.ndim - fresh.ndim)), jnp.zeros((), dtype), a)
     if lengths is not None:
         valid = steps_mask(lengths, num_steps)
         valid = valid.reshape(valid.shape + (1,) * (a.ndim - valid.ndim))
@@ -270,11 +283,12 @@ def lru_step(params: LRUParams, h: Array, x: Array):
     return h_new, _lru_output(params, h_new, x).astype(_real_dtype(h.dtype))
 
 
-def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | None = None, reverse: bool = False):
+def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | None = None, reverse: bool = False,
+                 *, resets: Array | None = None):
     """``lru_step`` over a whole sequence as one complex associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(lru_step, params, carry, xs, lengths=lengths,
-    reverse=reverse)``: ``xs: [T, *batch, I]`` time-major, ``lengths: [*batch]`` or None,
+    reverse=reverse, resets=resets)``: ``xs: [T, *batch, I]`` time-major, ``lengths: [*batch]`` or None,
     returns ``(carry [*batch, N], ys [T, *batch, H])``. ``|λ| < 1``, so products of ``λ`` only
     shrink and the scan is as accurate as the loop.
 
@@ -284,16 +298,16 @@ def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | No
     >>> bool(jnp.allclose(ys, scan(lru_step, params, h0, xs, lengths=jnp.array([6, 2]))[1], atol=1e-5))
     True
     """
-    _check_seq_args(xs, lengths, reverse)
+    resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_lru(params, carry, xs[0])
-    return _lru_parallel(params, carry, xs, lengths, reverse)
+    return _lru_parallel(params, carry, xs, lengths, reverse, resets)
 
 
 # The whole-sequence forms are compiled as one computation even when called eagerly (op by op,
 # the associative scan's O(log T) levels each dispatch several small computations); under an
 # outer jit they are inlined.
 @partial(jax.jit, static_argnums=4)
-def _lru_parallel(params, carry, xs, lengths, reverse):
+def _lru_parallel(params, carry, xs, lengths, reverse, resets):
     lam = _lru_lambda(params)
 
     def coeffs(xs):
@@ -303,7 +317,7 @@ def _lru_parallel(params, carry, xs, lengths, reverse):
     def output(hs, xs):
         return _lru_output(params, hs.astype(carry.dtype), xs).astype(_real_dtype(carry.dtype))
 
-    return _diag_parallel(coeffs, output, carry, xs, lengths, reverse)
+    return _diag_parallel(coeffs, output, carry, xs, lengths, reverse, resets)
 
 
 def lru(
@@ -445,11 +459,11 @@ def rg_lru_step(params: RGLRUParams, h: Array, x: Array):
 
 
 def rg_lru_parallel(params: RGLRUParams, carry: Array, xs: Array, lengths: Array | None = None,
-                    reverse: bool = False):
+                    reverse: bool = False, *, resets: Array | None = None):
     """``rg_lru_step`` over a whole sequence as one associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(rg_lru_step, params, carry, xs,
-    lengths=lengths, reverse=reverse)``: returns ``(carry [*batch, H], ys [T, *batch, H])``.
+    lengths=lengths, reverse=reverse, resets=resets)``: returns ``(carry [*batch, H], ys [T, *batch, H])``.
 
     >>> cell = rg_lru(3, 4)
     >>> params, h0, xs = cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((6, 2, 3))
@@ -457,19 +471,19 @@ def rg_lru_parallel(params: RGLRUParams, carry: Array, xs: Array, lengths: Array
     >>> bool(jnp.allclose(ys, scan(rg_lru_step, params, h0, xs, lengths=jnp.array([6, 2]), reverse=True)[1], atol=1e-5))
     True
     """
-    _check_seq_args(xs, lengths, reverse)
+    resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_rg_lru(params, carry, xs[0])
-    return _rg_lru_parallel(params, carry, xs, lengths, reverse)
+    return _rg_lru_parallel(params, carry, xs, lengths, reverse, resets)
 
 
 @partial(jax.jit, static_argnums=4)
-def _rg_lru_parallel(params, carry, xs, lengths, reverse):
+def _rg_lru_parallel(params, carry, xs, lengths, reverse, resets):
     def coeffs(xs):
         u, _ = _channels_input(params, xs, params.lam.shape[0])
         a, b = _rg_lru_coeffs(params, u)
         return a, b, None
 
-    return _diag_parallel(coeffs, lambda hs, _: hs.astype(carry.dtype), carry, xs, lengths, reverse)
+    return _diag_parallel(coeffs, lambda hs, _: hs.astype(carry.dtype), carry, xs, lengths, reverse, resets)
 
 
 def _lecun_normal(key, shape, fan_in, dtype):
@@ -623,11 +637,11 @@ def selective_ssm_step(params: SelectiveSSMParams, h: Array, x: Array):
 
 
 def selective_ssm_parallel(params: SelectiveSSMParams, carry: Array, xs: Array, lengths: Array | None = None,
-                           reverse: bool = False):
+                           reverse: bool = False, *, resets: Array | None = None):
     """``selective_ssm_step`` over a whole sequence as one associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(selective_ssm_step, params, carry, xs,
-    lengths=lengths, reverse=reverse)``: returns ``(carry [*batch, H, N], ys [T, *batch, H])``.
+    lengths=lengths, reverse=reverse, resets=resets)``: returns ``(carry [*batch, H, N], ys [T, *batch, H])``.
     Memory is O(T · batch · H · N) (the states of all steps), as in Mamba's parallel scan
     before its kernel fusion.
 
@@ -637,13 +651,13 @@ def selective_ssm_parallel(params: SelectiveSSMParams, carry: Array, xs: Array, 
     >>> bool(jnp.allclose(ys, scan(selective_ssm_step, params, h0, xs, lengths=jnp.array([6, 2]))[1], atol=1e-5))
     True
     """
-    _check_seq_args(xs, lengths, reverse)
+    resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_ssm(params, carry, xs[0])
-    return _selective_ssm_parallel(params, carry, xs, lengths, reverse)
+    return _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets)
 
 
 @partial(jax.jit, static_argnums=4)
-def _selective_ssm_parallel(params, carry, xs, lengths, reverse):
+def _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets):
     def coeffs(xs):
         u, _ = _channels_input(params, xs, params.a_log.shape[0])
         a_bar, bu, c = _ssm_terms(params, u)
@@ -653,7 +667,7 @@ def _selective_ssm_parallel(params, carry, xs, lengths, reverse):
         c, u = aux
         return _ssm_output(params, hs.astype(carry.dtype), c, u).astype(carry.dtype)
 
-    return _diag_parallel(coeffs, output, carry, xs, lengths, reverse)
+    return _diag_parallel(coeffs, output, carry, xs, lengths, reverse, resets)
 
 
 def selective_ssm(

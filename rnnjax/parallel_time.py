@@ -28,13 +28,17 @@ import numpy as np
 from rnnjax import _registry
 from rnnjax._checks import (
     check_bool,
+    check_carry_batch,
     check_float,
     check_int,
     check_lengths,
+    check_resets,
     check_step_output,
     check_xs,
+    fresh_steps,
     shape_str,
     steps_mask,
+    where_batch,
 )
 from rnnjax._parallel_deer import DeerInfo, FlatCarry, Problem, fixed_point, shift_states
 from rnnjax._parallel_scan import affine_recurrence
@@ -58,6 +62,7 @@ def min_rnn_parallel(
     lengths: Array | None = None,
     reverse: bool = False,
     log_space: bool = False,
+    resets: Array | None = None,
 ):
     """Run ``min_gru_step`` or ``min_lstm_step`` over a whole sequence with an associative scan.
 
@@ -87,6 +92,8 @@ def min_rnn_parallel(
       reverse: run each sequence from its own last valid step back to step 0; ``ys`` stays in
         input order.
       log_space: scan log-coefficients (see above) instead of the coefficients.
+      resets: optional ``[T, *batch]`` bool, True where a packed sequence starts (as in
+        ``rnnjax.scan``): the state before it is dropped (``a = 0`` there).
 
     Returns:
       ``(carry, ys)``: the carry after each sequence's last valid step and ``ys: [T, *batch, H]``.
@@ -121,8 +128,9 @@ def min_rnn_parallel(
     check_step_output(step, params, carry, xs, batch)  # the step's own checks of params and x
     if lengths is not None:
         lengths = jnp.clip(check_lengths(lengths, batch, num_steps), 0, num_steps)
-
-    return affine_recurrence(coeffs, params, carry, xs, lengths, reverse, log_space=log_space)
+    if resets is not None:
+        resets, _ = check_resets(resets, xs)
+    return affine_recurrence(coeffs, params, carry, xs, lengths, reverse, log_space=log_space, resets=resets)
 
 
 def _default_tol(dtype) -> float:
@@ -143,6 +151,7 @@ def deer_scan(
     tol: float | None = None,
     max_iters: int = 100,
     fallback: bool = True,
+    resets: Array | None = None,
 ):
     """Run any ``step`` over a sequence by parallel Newton iterations (DEER / quasi-DEER).
 
@@ -184,6 +193,8 @@ def deer_scan(
       fallback: if not converged after ``max_iters`` (or non-finite), recompute the states with
         a sequential scan so the result is always right; with False the last iterate is
         returned and ``info.converged`` tells. Under ``vmap`` both branches run.
+      resets: optional ``[T, *batch]`` bool, True where a packed sequence starts (as in
+        ``rnnjax.scan``): the carry is zeros before that step, and its Jacobian there is 0.
 
     Returns:
       ``(carry, ys, info)`` as ``rnnjax.scan`` returns ``(carry, ys)``, plus a ``DeerInfo``
@@ -223,12 +234,21 @@ def deer_scan(
     check_step_output(step, params, carry, xs, batch)
     if lengths is not None:
         lengths = jnp.clip(check_lengths(lengths, batch, num_steps), 0, num_steps)
+    diag_fn = _registry.diag_jacobian(step)
+    if resets is not None:
+        resets, _ = check_resets(resets, xs)
+        check_carry_batch(carry, batch)
+        fresh = fresh_steps(resets, lengths, num_steps, reverse)
+        fresh = jnp.broadcast_to(fresh.reshape(fresh.shape + (1,) * (xs.ndim - 1 - fresh.ndim)), xs.shape[:-1])
+        # The reset travels with the input as one more feature (the solver maps over x arrays).
+        xs = jnp.concatenate([xs, fresh[..., None].astype(xs.dtype)], axis=-1)
+        step, diag_fn = _with_resets(step), None if diag_fn is None else _with_resets(diag_fn, jacobian=True)
 
     flat = FlatCarry(carry, len(batch))
     problem = Problem(
         step=step,
         flat=flat,
-        diag_fn=_registry.diag_jacobian(step),
+        diag_fn=diag_fn,
         full=method == "newton",
         tol=_default_tol(flat.dtype) if tol is None else float(tol),
         max_iters=max_iters,
@@ -246,6 +266,20 @@ def deer_scan(
     if reverse:
         ys = jax.tree_util.tree_map(lambda y: y[::-1], ys)
     return flat.unflatten(f[-1]), ys, info
+
+
+def _with_resets(fn: Callable, *, jacobian: bool = False) -> Callable:
+    """``fn(params, carry, x)`` reading ``x = [x, fresh]``: the carry is zeros where ``fresh``.
+
+    For a step that is the reset step; for a ``diag_jacobian`` the diagonal is then 0 there."""
+
+    def reset_fn(params, carry, x):
+        fresh, x = x[..., -1] > 0.5, x[..., :-1]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, carry)
+        out = fn(params, where_batch(fresh, zeros, carry), x)
+        return where_batch(fresh, jax.tree_util.tree_map(jnp.zeros_like, out), out) if jacobian else out
+
+    return reset_fn
 
 
 __all__ = ["DeerInfo", "deer_scan", "min_rnn_parallel"]
