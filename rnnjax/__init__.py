@@ -152,6 +152,7 @@ from rnnjax.norm_cells import (
     layer_norm_lstm_step,
 )
 from rnnjax.parallel_time import DeerInfo, deer_scan, min_rnn_parallel
+from rnnjax.packing import PackLayout, Packed, pack_sequences, segment_pool, unpack_sequences
 from rnnjax.params_io import load_params, save_params
 from rnnjax.simple_cells import IndRNNParams, MGUParams, indrnn, indrnn_step, mgu, mgu_step
 from rnnjax.xlstm import (
@@ -205,6 +206,7 @@ __all__ = [
     "rnn", "stack", "deep", "bidirectional", "carry_hidden", "with_hidden",
     "LearnedStateParams", "LearnedStateCarry", "learned_initial_state", "learned_carry",
     "pool_last", "pool_mean", "pool_max", "repeat_vector", "dense_init", "dense",
+    "Packed", "PackLayout", "pack_sequences", "unpack_sequences", "segment_pool",
     # attention, encoder–decoder, decoding
     "Attention", "AdditiveParams", "GeneralParams", "DotParams",
     "additive_attention", "general_attention", "dot_attention", "attend", "masked_softmax",
