@@ -18,7 +18,9 @@ Batch 8, input 16, hidden 16 (``selective_ssm``: 16 states per channel; ``mlstm`
 once, then timed in up to ``--rounds`` rounds, the cases of one T in a shuffled order in each
 round (``parallel_time.measure``), so that load from other processes falls on all alike; the
 tables give the median in milliseconds and the ratio sequential / parallel (above 1: the
-parallel form is faster). Before timing, the two modes are checked to give the same outputs.
+parallel form is faster). The two modes' forward outputs are compared too (``max |par - seq| /
+max |seq|``, in the JSON): float32 round-off, e.g. about 2e-5 for the mLSTM at T = 4096, where a
+float64 run puts the two modes 1e-12 apart.
 
 Output: a table on stdout and ``benchmarks/results/parallel_cells.json`` (``--out`` elsewhere).
 """
@@ -82,18 +84,22 @@ def make_case(name: str, method: str, steps: int, mode: str):
     return call
 
 
-def max_difference(name: str, steps: int) -> float:
-    """Largest absolute difference between the two modes' outputs (forward)."""
-    seq, par = (make_case(name, m, steps, "forward")() for m in METHODS)
-    return float(jnp.max(jnp.abs(seq - par)))
+def relative_difference(seq, par) -> float:
+    """``max |ys_par - ys_seq| / max |ys_seq|`` of the two modes' forward outputs."""
+    return float(jnp.max(jnp.abs(par - seq)) / jnp.max(jnp.abs(seq)))
 
 
-def run_grid(cells, steps_list, rounds: int) -> list[dict]:
-    rows = []
+def run_grid(cells, steps_list, rounds: int) -> tuple[list[dict], dict]:
+    """The timings, and per cell and T the relative difference of the two modes' outputs."""
+    rows, differences = [], {}
     for mode in MODES:
         for steps in steps_list:
             cases = {(name, method): make_case(name, method, steps, mode) for name in cells for method in METHODS}
             measured = measure(cases, rounds)
+            if mode == "forward":
+                for name in cells:
+                    differences.setdefault(name, {})[str(steps)] = relative_difference(
+                        measured[(name, "sequential")]["result"], measured[(name, "parallel")]["result"])
             for (name, method), m in measured.items():
                 row = {"cell": name, "method": method, "mode": mode, "T": steps,
                        "seconds": statistics.median(m["times"]), "seconds_min": min(m["times"]),
@@ -102,7 +108,7 @@ def run_grid(cells, steps_list, rounds: int) -> list[dict]:
                 rows.append(row)
                 print(f"{mode:<8} T={steps:<5} {name:<14} {method:<10} {row['seconds'] * 1e3:9.2f} ms "
                       f"(x{row['repeats']}, first call {row['first_call_s']:.1f} s)", flush=True)
-    return rows
+    return rows, differences
 
 
 def _ms(seconds: float) -> str:
@@ -142,11 +148,7 @@ def main(argv=None) -> dict:
     steps_list = SMOKE_STEPS if args.smoke else STEPS
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    check = {name: max_difference(name, steps_list[-1]) for name in cells}
-    for name, diff in check.items():
-        if not diff < 1e-3:
-            raise AssertionError(f"{name}: parallel and sequential outputs differ by {diff:.3g} at T = {steps_list[-1]}")
-    rows = run_grid(cells, steps_list, rounds)
+    rows, differences = run_grid(cells, steps_list, rounds)
     elapsed = time.perf_counter() - t0
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -154,7 +156,7 @@ def main(argv=None) -> dict:
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "config": {"batch": BATCH, "inputs": INPUTS, "hidden": HIDDEN, "steps": list(steps_list),
                    "rounds": rounds, "cells": list(cells), "dtype": "float32", "smoke": args.smoke},
-        "max_abs_difference": check,
+        "relative_difference": differences,  # max |par - seq| / max |seq|, forward outputs
         "elapsed_s": elapsed,
         "rows": rows,
     }
@@ -163,6 +165,9 @@ def main(argv=None) -> dict:
     path.write_text(json.dumps(results, indent=1))
     table = markdown_table(rows)
     print(table)
+    worst = {name: max(d.values()) for name, d in differences.items()}
+    print("largest relative difference parallel vs sequential (forward outputs): "
+          + ", ".join(f"{n} {v:.1e}" for n, v in worst.items()))
     print(f"done in {elapsed:.0f} s; wrote {path}")
     results["table"] = table
     return results

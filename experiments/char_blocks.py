@@ -52,7 +52,7 @@ LABELS = {"mamba": "Mamba blocks", "hawk": "Hawk blocks", "mlstm": "mLSTM blocks
           "lstm": "LSTM"}
 WIDTH_STEP = 8  # block widths: multiples of 8 (the xLSTM blocks' 4 heads divide them)
 
-CONFIG = dict(models=MODELS, layers=2, embed=64, target_params=60_000, batch=32, bptt=100, steps=300, warmup=30,
+CONFIG = dict(models=MODELS, layers=2, embed=64, target_params=40_000, batch=16, bptt=64, steps=300, warmup=30,
               lr=3e-3, clip=1.0, eval_every=100, eval_streams=8, time_steps=10)
 SMOKE = dict(CONFIG, target_params=4_000, embed=16, batch=8, bptt=24, steps=30, warmup=5, lr=1e-2, eval_every=15,
              eval_streams=2, time_steps=2)

@@ -268,6 +268,8 @@ def train_task(task: str, name: str, cfg: dict, hidden: int, seed: int) -> dict:
         out["lengths"] = lengths
         by_length = jax.jit(jax.vmap(make_length_accuracy(tcfg, seq_model, lengths)))(params)
         out["acc_by_length"] = {k: np.asarray(v) for k, v in by_length.items()}
+        print(f"induction {name}: accuracy by length " + ", ".join(
+            f"{n}: {np.round(out['acc_by_length'][str(n)], 3)}" for n in lengths), flush=True)
         if cfg["time_steps"]:
             one = jax.tree_util.tree_map(lambda a: a[0], params)
             out["step_ms"] = time_train_step(loss, optimizer, one, lambda i: None, cfg["time_steps"])
@@ -318,12 +320,18 @@ def main(argv=None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--task", default="all", help="selective_copy, induction or all")
     parser.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the configuration's)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per task (a multiple of eval_every)")
     args = parser.parse_args(argv)
     if args.task not in (*TASKS, "all"):
         raise ValueError(f"--task: expected selective_copy, induction or all, got {args.task!r}")
     tasks = TASKS if args.task == "all" else (args.task,)
     cfg = dict(SMOKE if args.smoke else CONFIG)
     cfg["models"] = parse_list(args.models, MODELS, "--models")
+    if args.seeds is not None:
+        cfg["seeds"] = args.seeds
+    if args.steps is not None:
+        cfg.update({task: dict(cfg[task], steps=args.steps) for task in TASKS})
     out = common.run_dir(NAME, args.out)
     start, load_start = time.time(), os.getloadavg()
     summary = {"config": cfg, "seed": args.seed, "smoke": args.smoke, "tasks": list(tasks)}

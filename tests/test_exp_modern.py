@@ -153,7 +153,8 @@ def test_parallel_cells_benchmark_smoke(tmp_path):
     r = parallel_cells.main(["--smoke", "--cells", "lru,mlstm", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "parallel_cells.json").read_text())
     assert saved["config"]["steps"] == list(parallel_cells.SMOKE_STEPS)
-    assert all(v < 1e-3 for v in saved["max_abs_difference"].values())
+    diffs = saved["relative_difference"]
+    assert sorted(diffs) == ["lru", "mlstm"] and all(0 <= v < 1e-5 for d in diffs.values() for v in d.values())
     keys = {(row["cell"], row["method"], row["mode"], row["T"]) for row in saved["rows"]}
     assert keys == {(c, m, mode, t) for c in ("lru", "mlstm") for m in parallel_cells.METHODS
                     for mode in parallel_cells.MODES for t in parallel_cells.SMOKE_STEPS}
