@@ -331,8 +331,9 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         (``rnnjax.min_rnn_parallel``), ``lru``, ``rg_lru`` and ``selective_ssm`` run an
         associative scan (depth O(log T)), ``mlstm`` its chunkwise form; other cells (``slstm``,
         the classic cells) have none and raise. Not with ``recurrent_dropout``. With ``resets``
-        (packed sequences) the associative scans drop the state at each boundary; ``mlstm``'s
-        chunkwise form does not take resets (a clear error: run it with ``parallel=False``).
+        (packed sequences) the associative scans drop the state at each boundary and ``mlstm``'s
+        chunkwise form keeps each write within its own sequence; the blocks' parallel forms do
+        not take resets (a clear error: run them with ``parallel=False``).
       time_major: False for a model whose ``apply`` reads ``xs: [*batch, T, I]`` and returns
         ``ys: [*batch, T, H]`` (batch axes: those of ``lengths``, else all but the last two).
         Set it on the outermost model only: the layers inside a ``deep`` or ``bidirectional``

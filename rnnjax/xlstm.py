@@ -29,8 +29,10 @@ from rnnjax._checks import (
     check_dtype,
     check_float,
     check_int,
+    check_resets,
     check_shape,
     check_sizes,
+    fresh_steps,
     steps_mask,
 )
 from rnnjax.cells import Cell, matmul
@@ -227,17 +229,33 @@ def mlstm_memory(carry: MLSTMState, q, k, v, i_tilde, log_f):
 
 
 def _mlstm_chunk(state: MLSTMState, chunk):
-    """One chunk of the chunkwise form; ``chunk`` holds ``[L, *batch, heads, ...]`` arrays."""
-    q, k, v, i_tilde, log_f = chunk  # padding: i_tilde = -inf, log_f = 0
+    """One chunk of the chunkwise form; ``chunk`` holds ``[L, *batch, heads, ...]`` arrays, and
+    with resets also ``fresh: [L, *batch, 1]`` (True where the memory is reset to zeros first)."""
+    q, k, v, i_tilde, log_f = chunk[:5]  # padding: i_tilde = -inf, log_f = 0
     L = q.shape[0]
     f_cum = jnp.cumsum(log_f, axis=0)  # F_t = Σ_{s<=t} log f_s   [L, *b, h]
     # D[t, s] = F_t - F_s + ĩ_s for s <= t: the log weight of step s's write as seen at step t.
     causal = jnp.tril(jnp.ones((L, L), bool)).reshape((L, L) + (1,) * (q.ndim - 2))
     dmat = jnp.where(causal, f_cum[:, None] - f_cum[None, :] + i_tilde[None, :], -jnp.inf)  # [L, L, *b, h]
     m_prev = f_cum + state.m  # log weight of the carried memory at step t
+    carried = None
+    if len(chunk) > 5:
+        # A reset at step r replaces the memory by zeros, (C, n, m) = (0, 0, 0): writes before r
+        # and the carried memory no longer count from r on, and the zero memory's stabiliser,
+        # of log weight F_t - F_{r-1} at step t, enters the max as the step loop's does.
+        fresh = chunk[5]
+        seg = jnp.cumsum(fresh.astype(jnp.int32), axis=0)  # [L, *b, 1]: resets so far
+        dmat = jnp.where(seg[:, None] == seg[None, :], dmat, -jnp.inf)
+        carried = seg == 0
+        steps = jnp.arange(L).reshape((L,) + (1,) * (fresh.ndim - 1))
+        last = jnp.broadcast_to(jax.lax.cummax(jnp.where(fresh, steps, 0), axis=0), f_cum.shape)
+        f_before = jnp.take_along_axis(f_cum - log_f, last, axis=0)  # F_{r-1}, r the latest reset
+        m_prev = jnp.where(carried, m_prev, f_cum - f_before)
     m = jnp.maximum(m_prev, jnp.max(dmat, axis=1))  # = the sequential stabiliser, exactly
     w = jnp.exp(dmat - m[:, None])  # [L, L, *b, h], 0 above the diagonal and at padding
     w_prev = jnp.exp(m_prev - m)  # [L, *b, h]
+    if carried is not None:
+        w_prev = jnp.where(carried, w_prev, jnp.zeros((), w_prev.dtype))  # the zero memory adds nothing
     scores = jnp.einsum("t...d,s...d->ts...", q, k) * w  # [L, L, *b, h]
     num = w_prev[..., None] * jnp.einsum("...ab,t...b->t...a", state.C, q) + jnp.einsum("ts...,s...a->t...a", scores, v)
     den = w_prev * jnp.einsum("...b,t...b->t...", state.n, q) + jnp.sum(scores, axis=1)
@@ -250,7 +268,7 @@ def _mlstm_chunk(state: MLSTMState, chunk):
 
 
 def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: Array | None = None,
-                   reverse: bool = False, *, chunk_size: int = 64, dtype=None):
+                   reverse: bool = False, *, chunk_size: int = 64, dtype=None, resets: Array | None = None):
     """``mlstm_step`` over a whole sequence in the chunkwise-parallel form.
 
     The sequence is cut into chunks of ``L = chunk_size`` steps. Inside a chunk, with
@@ -266,6 +284,10 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
     ``lax.scan`` with the memory at each chunk's end. Work is O(T·L·d + T·d²) per head and the
     sequential depth ``T / L``; ``chunk_size = 1`` is the step loop, ``chunk_size >= T`` the
     fully parallel form. Padding steps get ``f = 1, i = 0``, so the memory is held through them.
+    With ``resets`` (packed sequences), a write counts only within its own packed sequence and
+    the memory carried into a chunk only up to the chunk's first reset; the zero memory a reset
+    starts from keeps its place in the stabiliser, so ``m`` (and the returned carry) are still
+    exactly the step loop's.
 
     Same arguments and results as ``rnnjax.scan(mlstm_step, params, carry, xs,
     lengths=lengths, reverse=reverse)`` (with ``dtype``: of ``mlstm_step(..., dtype=dtype)``;
@@ -291,19 +313,23 @@ def mlstm_parallel(params: MLSTMParams, carry: MLSTMState, xs: Array, lengths: A
                 f"lengths: expected shape [{', '.join(map(str, batch))}] (the batch axes of xs), "
                 f"got {tuple(lengths.shape)}"
             )
-    return _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, _compute_dtype(dtype))
+    if resets is not None:
+        resets, _ = check_resets(resets, xs)
+    return _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, _compute_dtype(dtype), resets)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6))
-def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, dtype):
+def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, dtype, resets):
     num_steps = xs.shape[0]
     heads = params.w_i.shape[1]
     d = params.w_q.shape[1] // heads
     if lengths is not None:
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
+    fresh = fresh_steps(resets, lengths, num_steps, reverse)
     if reverse:
         xs = flip_sequences(xs, lengths)
-    final, h_tilde = mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d, dtype), lengths, chunk_size)
+        fresh = None if fresh is None else flip_sequences(fresh, lengths)  # in processing order
+    final, h_tilde = mlstm_chunkwise(carry, _mlstm_inputs(params, xs, heads, d, dtype), lengths, chunk_size, fresh)
     ys = _mlstm_out(params, h_tilde, xs, dtype)
     if lengths is not None:
         mask = steps_mask(lengths, num_steps)[..., None]
@@ -313,9 +339,10 @@ def _mlstm_parallel(params, carry, xs, lengths, reverse, chunk_size, dtype):
     return final, ys.astype(carry.C.dtype)
 
 
-def mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int):
+def mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int, fresh=None):
     """``(final carry, h̃ [T, *batch, heads, d])`` of the forward recurrence from
-    ``inputs = (q, k, v, ĩ, log f)`` (each ``[T, *batch, heads, ...]``), chunk by chunk."""
+    ``inputs = (q, k, v, ĩ, log f)`` (each ``[T, *batch, heads, ...]``), chunk by chunk;
+    ``fresh: [T, *batch]`` (or None) marks the steps before which the memory is reset."""
     num_steps = inputs[0].shape[0]
     batch = inputs[3].shape[1:-1]
     dtype = jnp.result_type(*inputs, carry.C)
@@ -331,12 +358,17 @@ def mlstm_chunkwise(carry: MLSTMState, inputs, lengths, chunk_size: int):
     q, k, v, i_tilde, log_f = map(pad, (q, k, v, i_tilde, log_f))
     i_tilde = jnp.where(valid, i_tilde, -jnp.inf)  # padding: i = 0, f = 1, the memory is held
     log_f = jnp.where(valid, log_f, jnp.zeros((), dtype))
+    per_step = (q, k, v, i_tilde, log_f)
+    if fresh is not None:
+        fresh = jnp.broadcast_to(fresh.reshape(fresh.shape + (1,) * (1 + len(batch) - fresh.ndim)),
+                                 (num_steps, *batch))
+        per_step += (pad(fresh)[..., None],)  # [T', *batch, 1]
 
     def chunks(a):
         return a.reshape((padded // chunk, chunk) + a.shape[1:])
 
     state0 = MLSTMState(*(a.astype(dtype) for a in carry))
-    final, h_tilde = jax.lax.scan(_mlstm_chunk, state0, tuple(map(chunks, (q, k, v, i_tilde, log_f))))
+    final, h_tilde = jax.lax.scan(_mlstm_chunk, state0, tuple(map(chunks, per_step)))
     h_tilde = h_tilde.reshape((padded,) + h_tilde.shape[2:])[:num_steps]
     final = MLSTMState(*(a.astype(b.dtype) for a, b in zip(final, carry, strict=True)))
     return final, h_tilde
