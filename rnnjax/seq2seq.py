@@ -20,6 +20,7 @@ from rnnjax.attention import Attention, attend, check_attention
 from rnnjax.cells import Cell
 from rnnjax.compose import DenseParams, SeqModel, carry_hidden, dense, dense_init, rnn
 from rnnjax.embed import check_ids, embedding_init, embedding_lookup
+from rnnjax.packing import PackLayout, unpack_sequences
 
 Array = jax.Array
 
@@ -49,8 +50,9 @@ class Seq2Seq(NamedTuple):
 
     Attributes:
       init: ``init(key) -> Seq2SeqParams``.
-      encode: ``encode(params, src [S, *batch], *, lengths=None, train=False, key=None)
-        -> Seq2SeqState``.
+      encode: ``encode(params, src [S, *batch], *, lengths=None, train=False, key=None,
+        resets=None, layout=None) -> Seq2SeqState`` (``resets``/``layout``: packed sources, one
+        state per packed sequence).
       step: ``step(params, state, token [*batch]) -> (state, logits [*batch, V_tgt])``, the
         decoding signature of ``greedy``/``sample``/``beam_search``.
       apply: ``apply(params, src, tgt_in [T, *batch], *, src_lengths=None, train=False,
@@ -129,6 +131,12 @@ def seq2seq(
     ones, so mask them in the loss. Decoding: ``state = encode(params, src, lengths=...)``, then
     ``greedy(model.step, params, state, start, max_len=...)`` or ``beam_search(...)``.
 
+    Packed sources (with attention): ``encode(params, packed.xs, lengths=packed.lengths,
+    resets=packed.resets, layout=packed.layout)`` for ``packed = pack_sequences(sources,
+    row_length)`` runs the encoder over the packed rows (each source as if alone) and returns
+    the state of one decoder per packed source, in input order (batch ``[N]``, memory
+    ``[N, L_max, K]`` with each source's own length), ready for the decoders.
+
     >>> att = additive_attention(query_size=8, key_size=8, attention_size=8)
     >>> model = seq2seq(bidirectional(gru(4, 4), gru(4, 4)), gru(4 + 8, 8), src_vocab=10, tgt_vocab=6, embed_size=4, attention=att)
     >>> params = model.init(jax.random.key(0))
@@ -149,7 +157,9 @@ def seq2seq(
 
     check_bool("time_major", time_major)
 
-    def encode_tm(params, src, *, lengths=None, train=False, key=None):
+    def encode_tm(params, src, *, lengths=None, train=False, key=None, resets=None, layout=None):
+        if resets is not None or layout is not None:
+            return encode_packed(params, src, lengths, train, key, resets, layout)
         src = _check_tokens("src", src, src_vocab)
         batch, num_src = tuple(src.shape[1:]), src.shape[0]
         check_bool("train", train)
@@ -171,6 +181,31 @@ def seq2seq(
         keys = attention.prepare(params.attention, memory)
         full = jnp.full(batch, num_src, jnp.int32)
         return Seq2SeqState(carry, memory, keys, full if lengths is None else lengths.astype(jnp.int32))
+
+    def encode_packed(params, src, lengths, train, key, resets, layout):
+        if resets is None or layout is None:
+            raise ValueError("resets, layout: packed sources need both (Packed.resets and Packed.layout), got one")
+        if attention is None:
+            raise ValueError(
+                "resets: packed sources need attention (each decoder reads its own source's memory); "
+                "without it the context is a row's final carry, which only its last source reaches"
+            )
+        if not isinstance(layout, PackLayout):
+            raise TypeError(f"layout: expected the PackLayout of pack_sequences, got {type(layout).__name__}")
+        src = _check_tokens("src", src, src_vocab)
+        if src.shape != (layout.row_length, layout.num_rows):
+            raise ValueError(f"src: expected the packed rows' shape ({layout.row_length}, {layout.num_rows}) "
+                             f"from layout, got {tuple(src.shape)}")
+        xs = embedding_lookup(params.src_embed, src)  # [S, R, E]
+        try:
+            _, ys = enc.apply(params.encoder, xs, lengths=lengths, train=train, key=key, resets=resets)
+        except (ValueError, TypeError) as e:
+            e.add_note(f"(raised by the encoder, which reads [S, *batch, embed_size={embed_size}] embeddings)")
+            raise
+        memory = jnp.moveaxis(unpack_sequences(ys, layout), 0, -2)  # [N, L_max, K]
+        keys = attention.prepare(params.attention, memory)
+        n = layout.num_sequences
+        return Seq2SeqState(decoder.initial_carry((n,)), memory, keys, jnp.asarray(layout.lengths, jnp.int32))
 
     def decode_step(params, carry, emb, memory, keys, lengths):
         """One decoder step from embedded input ``emb [*batch, E]``; also returns the weights."""
@@ -208,8 +243,11 @@ def seq2seq(
         _, (logits, weights) = lax.scan(body, state.carry, embs)
         return logits, weights  # [T, *batch, V], [T, *batch, S]
 
-    def encode(params, src, *, lengths=None, train=False, key=None):
-        return encode_tm(params, _time_first("src", src, time_major), lengths=lengths, train=train, key=key)
+    def encode(params, src, *, lengths=None, train=False, key=None, resets=None, layout=None):
+        if resets is not None and not time_major:
+            resets = jnp.moveaxis(jnp.asarray(resets), -1, 0)  # [R, S] -> [S, R]
+        return encode_tm(params, _time_first("src", src, time_major), lengths=lengths, train=train, key=key,
+                         resets=resets, layout=layout)
 
     def apply(params, src, tgt_in, *, src_lengths=None, train=False, key=None):
         logits, weights = apply_tm(params, _time_first("src", src, time_major), _time_first("tgt_in", tgt_in, time_major),
