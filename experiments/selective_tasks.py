@@ -240,7 +240,8 @@ def train_task(task: str, name: str, cfg: dict, hidden: int, seed: int) -> dict:
     """Train ``cfg["seeds"]`` seeds of one model on one task; evaluate as the task says."""
     tcfg = cfg[task]
     vocab = task_vocab(task, tcfg)
-    lm, model = make_model(name, cfg, hidden, vocab)
+    parallel = name in PARALLEL and not cfg.get("sequential", False)
+    lm, model = make_model(name, cfg, hidden, vocab, parallel=parallel)
     _, seq_model = make_model(name, cfg, hidden, vocab, parallel=False)
     optimizer = rj.make_optimizer(cfg["lr"], clip="global_norm", threshold=cfg["clip"])
     loss = make_loss(task, tcfg, model, cfg["batch"])
@@ -253,7 +254,7 @@ def train_task(task: str, name: str, cfg: dict, hidden: int, seed: int) -> dict:
     out = {
         "hidden": hidden,
         "params": num_params(name, cfg, hidden, vocab),
-        "train_mode": "parallel" if name in PARALLEL else "sequential",
+        "train_mode": "parallel" if parallel else "sequential",
         "curve": {"step": result.steps, "acc": result.evals["acc"], "loss": result.loss[:: max(1, tcfg["steps"] // 100)]},
         "final_loss": result.loss[-20:].mean(0),
         "skipped_steps": result.skipped,
@@ -273,7 +274,7 @@ def train_task(task: str, name: str, cfg: dict, hidden: int, seed: int) -> dict:
         if cfg["time_steps"]:
             one = jax.tree_util.tree_map(lambda a: a[0], params)
             out["step_ms"] = time_train_step(loss, optimizer, one, lambda i: None, cfg["time_steps"])
-            if name in PARALLEL:
+            if parallel:
                 out["step_ms_sequential"] = time_train_step(make_loss(task, tcfg, seq_model, cfg["batch"]), optimizer,
                                                             one, lambda i: None, cfg["time_steps"])
     return out
@@ -322,12 +323,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the configuration's)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per task (a multiple of eval_every)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="train every model with rnnjax.scan (the same function as its parallel form)")
     args = parser.parse_args(argv)
     if args.task not in (*TASKS, "all"):
         raise ValueError(f"--task: expected selective_copy, induction or all, got {args.task!r}")
     tasks = TASKS if args.task == "all" else (args.task,)
     cfg = dict(SMOKE if args.smoke else CONFIG)
     cfg["models"] = parse_list(args.models, MODELS, "--models")
+    cfg["sequential"] = args.sequential
     if args.seeds is not None:
         cfg["seeds"] = args.seeds
     if args.steps is not None:
