@@ -481,17 +481,24 @@ def zeros_carry(hidden_size: int, carry_dtype, lstm_like: bool):
     return initial_carry
 
 
-def _policy_step(step: Callable, dtype, **keywords) -> Callable:
+def policy_step(step: Callable, dtype, **keywords) -> Callable:
     """``step`` with its keywords bound: the compute ``dtype`` (when given) and any others."""
     if dtype is not None:
         keywords["dtype"] = jnp.dtype(dtype)
     return functools.partial(step, **keywords) if keywords else step
 
 
-def _check_precision(param_dtype, dtype, carry_dtype) -> None:
+def check_precision(param_dtype, dtype, carry_dtype) -> None:
+    """The three dtypes of the precision policy, checked (a factory helper, as ``draw``)."""
     check_dtype("param_dtype", param_dtype)
     check_dtype("dtype", dtype, allow_none=True)
     check_dtype("carry_dtype", carry_dtype)
+
+
+def precision_step(step: Callable, param_dtype, dtype, carry_dtype, **keywords) -> Callable:
+    """The three dtypes checked, and ``step`` with the compute ``dtype`` and ``keywords`` bound."""
+    check_precision(param_dtype, dtype, carry_dtype)
+    return policy_step(step, dtype, **keywords)
 
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu}
@@ -527,7 +534,7 @@ def elman(
         activation = _ACTIVATIONS[activation]
     elif not callable(activation):
         raise TypeError(f"activation: expected a string or a callable, got {activation!r}")
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> ElmanParams:
         k1, k2, k3 = jax.random.split(key, 3)
@@ -538,7 +545,7 @@ def elman(
         )
 
     keywords = {} if activation is jnp.tanh else {"activation": activation}
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(elman_step, dtype, **keywords))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), policy_step(elman_step, dtype, **keywords))
 
 
 def _lstm_family_init(params_cls, input_size, hidden_size, gates, forget_slot, forget_bias,
@@ -594,14 +601,14 @@ def lstm(
     (8, 128)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
     if proj_size is not None:
         check_int("proj_size", proj_size)
         return _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init,
                           w_hr_init, param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(LSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), policy_step(lstm_step, dtype))
 
 
 def _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_init, b_init, w_hr_init,
@@ -616,7 +623,7 @@ def _lstm_proj(input_size, hidden_size, proj_size, forget_bias, w_ih_init, w_hh_
         batch = check_batch_shape(batch_shape)
         return LSTMState(jnp.zeros(batch + (proj_size,), carry_dtype), jnp.zeros(batch + (hidden_size,), carry_dtype))
 
-    return Cell(init, initial_carry, _policy_step(lstm_proj_step, dtype))
+    return Cell(init, initial_carry, policy_step(lstm_proj_step, dtype))
 
 
 def peephole_lstm(
@@ -645,10 +652,10 @@ def peephole_lstm(
         return {n: draw(peephole_init, k, (hidden_size,), param_dtype)
                 for n, k in zip(("w_ci", "w_cf", "w_co"), ks, strict=True)}
 
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(PeepholeLSTMParams, input_size, hidden_size, 4, 1, forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype, extra=peepholes)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(peephole_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), policy_step(peephole_lstm_step, dtype))
 
 
 def cifg_lstm(
@@ -673,16 +680,16 @@ def cifg_lstm(
     Array([-1., -1., -1., -1., -1., -1.], dtype=float32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
     init = _lstm_family_init(CIFGParams, input_size, hidden_size, 3, 0, -forget_bias,
                              w_ih_init, w_hh_init, b_init, param_dtype)
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), _policy_step(cifg_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, True), policy_step(cifg_lstm_step, dtype))
 
 
 def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init, b_init,
                  param_dtype, dtype, carry_dtype) -> Cell:
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key):
         k1, k2, k3, k4 = jax.random.split(key, 4)
@@ -693,7 +700,7 @@ def _gru_factory(params_cls, step, input_size, hidden_size, w_ih_init, w_hh_init
             b_hh=gate_blocks(b_init, k4, (hidden_size,), 3, param_dtype),
         )
 
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), policy_step(step, dtype))
 
 
 def gru(
@@ -884,7 +891,7 @@ def min_gru(
     (8, 32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> MinGRUParams:
         k1, k2 = jax.random.split(key)
@@ -893,7 +900,7 @@ def min_gru(
             b=gate_blocks(b_init, k2, (hidden_size,), 2, param_dtype),
         )
 
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_gru_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), policy_step(min_gru_step, dtype))
 
 
 def min_lstm(
@@ -918,7 +925,7 @@ def min_lstm(
     Array([1., 1., 1.], dtype=float32)
     """
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    _check_precision(param_dtype, dtype, carry_dtype)
+    check_precision(param_dtype, dtype, carry_dtype)
 
     def init(key) -> MinLSTMParams:
         k1, k2 = jax.random.split(key)
@@ -929,7 +936,7 @@ def min_lstm(
             w_ih=gate_blocks(w_ih_init, k1, (input_size, hidden_size), 3, param_dtype), b=b
         )
 
-    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), _policy_step(min_lstm_step, dtype))
+    return Cell(init, zeros_carry(hidden_size, carry_dtype, False), policy_step(min_lstm_step, dtype))
 
 
 # ------------------------------------------------------------------------- a custom cell

@@ -30,7 +30,6 @@ dtype) and ``carry_dtype``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -42,7 +41,6 @@ from jax import lax
 
 from rnnjax._checks import (
     check_batch_shape,
-    check_dtype,
     check_float,
     check_int,
     check_lstm_carry,
@@ -57,6 +55,7 @@ from rnnjax.cells import (
     gate_blocks,
     glorot_uniform,
     orthogonal,
+    precision_step,
     zeros,
 )
 
@@ -237,14 +236,6 @@ def _kernel_shape(kernel_size, spatial_dims) -> tuple:
     return tuple(int(k) for k in kernel_size)
 
 
-def _policy_step(step, param_dtype, dtype, carry_dtype):
-    """``step`` with the compute ``dtype`` bound when given."""
-    check_dtype("param_dtype", param_dtype)
-    check_dtype("dtype", dtype, allow_none=True)
-    check_dtype("carry_dtype", carry_dtype)
-    return step if dtype is None else functools.partial(step, dtype=jnp.dtype(dtype))
-
-
 def _spatial_carry(hidden_size: int, spatial_dims: int, carry_dtype, lstm_like: bool):
     def initial_carry(batch_shape=()):
         lead = check_batch_shape(batch_shape)
@@ -302,7 +293,7 @@ def conv_lstm(
         )
 
     return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, True),
-                _policy_step(conv_lstm_step, param_dtype, dtype, carry_dtype))
+                precision_step(conv_lstm_step, param_dtype, dtype, carry_dtype))
 
 
 def conv_gru(
@@ -339,4 +330,4 @@ def conv_gru(
         )
 
     return Cell(init, _spatial_carry(hidden_size, len(kernel), carry_dtype, False),
-                _policy_step(conv_gru_step, param_dtype, dtype, carry_dtype))
+                precision_step(conv_gru_step, param_dtype, dtype, carry_dtype))

@@ -23,14 +23,12 @@ normalisations, gates and cell state are computed in the pre-activations' float3
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnnjax._checks import (
-    check_dtype,
     check_float,
     check_lstm_carry,
     check_params_type,
@@ -45,6 +43,7 @@ from rnnjax.cells import (
     glorot_uniform,
     matmul,
     orthogonal,
+    precision_step,
     zeros,
     zeros_carry,
 )
@@ -208,15 +207,9 @@ def _check_eps(eps) -> float:
     return float(eps)
 
 
-def _policy_step(step, eps: float, param_dtype, dtype, carry_dtype):
-    """``step`` with the keywords that differ from its defaults bound (eps, the compute dtype)."""
-    check_dtype("param_dtype", param_dtype)
-    check_dtype("dtype", dtype, allow_none=True)
-    check_dtype("carry_dtype", carry_dtype)
-    keywords = {} if eps == LN_EPS else {"eps": eps}
-    if dtype is not None:
-        keywords["dtype"] = jnp.dtype(dtype)
-    return functools.partial(step, **keywords) if keywords else step
+def _eps_keyword(eps: float) -> dict:
+    """``eps`` bound into the step only when it is not the default (the registry knows the keyword)."""
+    return {} if eps == LN_EPS else {"eps": eps}
 
 
 def layer_norm_lstm(
@@ -263,7 +256,7 @@ def layer_norm_lstm(
         )
 
     return Cell(init, zeros_carry(hidden_size, carry_dtype, True),
-                _policy_step(layer_norm_lstm_step, eps, param_dtype, dtype, carry_dtype))
+                precision_step(layer_norm_lstm_step, param_dtype, dtype, carry_dtype, **_eps_keyword(eps)))
 
 
 def layer_norm_gru(
@@ -303,4 +296,4 @@ def layer_norm_gru(
         )
 
     return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
-                _policy_step(layer_norm_gru_step, eps, param_dtype, dtype, carry_dtype))
+                precision_step(layer_norm_gru_step, param_dtype, dtype, carry_dtype, **_eps_keyword(eps)))

@@ -22,7 +22,6 @@ elementwise recurrence ``u ⊙ h`` is no matrix product and stays in the carry's
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,7 +30,6 @@ import jax.numpy as jnp
 
 from rnnjax._checks import (
     check_bool,
-    check_dtype,
     check_float,
     check_params_type,
     check_shape,
@@ -45,6 +43,7 @@ from rnnjax.cells import (
     glorot_uniform,
     matmul,
     orthogonal,
+    precision_step,
     zeros,
     zeros_carry,
 )
@@ -75,16 +74,6 @@ class MGUParams(NamedTuple):
 
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
-
-
-def _policy_step(step: Callable, param_dtype, dtype, carry_dtype, **keywords) -> Callable:
-    """``step`` with its keywords bound: the compute ``dtype`` (when given) and any others."""
-    check_dtype("param_dtype", param_dtype)
-    check_dtype("dtype", dtype, allow_none=True)
-    check_dtype("carry_dtype", carry_dtype)
-    if dtype is not None:
-        keywords["dtype"] = jnp.dtype(dtype)
-    return functools.partial(step, **keywords) if keywords else step
 
 
 def _check_carry_and_x(h, x, hidden: int, input_size: int, source: str) -> None:
@@ -221,7 +210,7 @@ def indrnn(
     if recurrent_max is not None:
         keywords["recurrent_max"] = recurrent_max
     return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
-                _policy_step(indrnn_step, param_dtype, dtype, carry_dtype, **keywords))
+                precision_step(indrnn_step, param_dtype, dtype, carry_dtype, **keywords))
 
 
 # ------------------------------------------------------------------------------------- MGU
@@ -338,4 +327,4 @@ def mgu(
 
     keywords = {} if reset_gate else {"reset_gate": False}
     return Cell(init, zeros_carry(hidden_size, carry_dtype, False),
-                _policy_step(mgu_step, param_dtype, dtype, carry_dtype, **keywords))
+                precision_step(mgu_step, param_dtype, dtype, carry_dtype, **keywords))
