@@ -72,3 +72,12 @@ def test_smoke_run_bidirectional_beats_unidirectional_on_ambiguous_words(tmp_pat
 
     rows = reproduce.compare("tagging", results)
     assert len(rows) == len(reproduce.SPECS["tagging"]().checks) and all(np.isfinite(r["measured"]) for r in rows)
+
+
+def test_smoke_run_on_packed_rows_tags_as_well(tmp_path):
+    """--pack: the same task trained on packed rows (resets at each sentence) still lets the
+    bidirectional model read the next word, and the unidirectional one still cannot."""
+    results = tagging.main(["--smoke", "--pack", "--out", str(tmp_path)])
+    uni, bi = results["models"]["uni"], results["models"]["bi"]
+    assert results["config"]["pack"] and bi["f1_other"] > 0.95 and uni["f1_other"] > 0.95
+    assert bi["accuracy_ambiguous"] > 0.95 and uni["accuracy_ambiguous"] < 0.7
