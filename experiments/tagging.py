@@ -21,10 +21,11 @@ score 1.00. The unidirectional training loss settles at the floor its blindness 
 (share of ambiguous words) × ln 2 = 0.067.
 
 ``--pack``: the training sentences are packed once into rows as long as the longest sentence
-(``rnnjax.pack_sequences``, first-fit-decreasing), and each step draws as many rows as hold
-``batch`` sentences' worth of words on average, with ``resets`` so each sentence is tagged as
-if alone (the bidirectional LSTM too). Same valid words per step on average, fewer padded
-positions; measured numbers in EXPERIMENTS.md.
+(``rnnjax.pack_sequences``, first-fit-decreasing), and each step draws ``batch`` rows, with
+``resets`` so each sentence is tagged as if alone (the bidirectional LSTM too). A row holds
+several sentences, so the run takes proportionally fewer steps to read as many sentences as
+the padded run (``steps / sentences per row``): the same data in less time; measured numbers
+in EXPERIMENTS.md.
 """
 
 from __future__ import annotations
@@ -180,9 +181,9 @@ def loss_fn(model, params, batch, key):
     return rj.sequence_cross_entropy(logits, labels, lengths=lengths)
 
 
-def packed_rows(split: dict, batch: int):
-    """The training sentences packed into rows of the longest sentence's length, and the rows
-    per step that hold ``batch`` sentences' words on average."""
+def packed_rows(split: dict):
+    """The training sentences packed into rows of the longest sentence's length, and the mean
+    number of sentences in a row."""
     seqs = [split["ids"][i, :n] for i, n in enumerate(split["lengths"])]
     tags = [split["labels"][i, :n] for i, n in enumerate(split["lengths"])]
     row = split["ids"].shape[1]
@@ -190,8 +191,7 @@ def packed_rows(split: dict, batch: int):
     labels = rj.pack_sequences(tags, row)  # the same lengths give the same layout
     assert labels.layout == packed.layout
     rows = np.asarray(packed.xs), np.asarray(labels.xs), np.asarray(packed.lengths), np.asarray(packed.resets)
-    per_step = max(1, round(batch * float(np.mean(split["lengths"])) / row))
-    return rows, per_step
+    return rows, len(seqs) / packed.layout.num_rows
 
 
 def f1(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -222,11 +222,13 @@ def train(kind: str, cfg: dict, data: dict, seed: int, out: pathlib.Path):
     state = rj.init_train_state(model.init(key_init), optimizer, key_train)
     train_step = rj.make_train_step(partial(loss_fn, model), optimizer)
     split = data["train"]
+    steps = cfg["steps"]
     if cfg.get("pack"):
-        (ids, labels, lengths, resets), per_step = packed_rows(split, cfg["batch"])
+        (ids, labels, lengths, resets), per_row = packed_rows(split)
+        steps = max(1, round(steps / per_row))  # as many sentences read as the padded run's steps
 
         def batch(i):  # rows drawn as a function of the step alone, as below
-            idx = np.random.default_rng([seed, i]).choice(ids.shape[1], per_step, replace=False)
+            idx = np.random.default_rng([seed, i]).choice(ids.shape[1], cfg["batch"], replace=False)
             return ids[:, idx], labels[:, idx], lengths[idx], resets[:, idx]
     else:
         def batch(i):  # a function of the step alone, so a resumed run sees the same batches
@@ -236,11 +238,11 @@ def train(kind: str, cfg: dict, data: dict, seed: int, out: pathlib.Path):
     with (rj.Checkpoints(out / f"checkpoints_{kind}", max_to_keep=1) as ckpt,
           rj.MetricsLog(out / f"train_{kind}.jsonl") as log):
         start = time.perf_counter()
-        state = rj.fit(train_step, state, batch, cfg["steps"], checkpoints=ckpt, log=log)
+        state = rj.fit(train_step, state, batch, steps, checkpoints=ckpt, log=log)
         seconds = time.perf_counter() - start
         loss = log.series("loss")[1]
     n_params = int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
-    return model, state.params, {"loss": loss, "train_seconds": seconds, "params": n_params}
+    return model, state.params, {"loss": loss, "train_seconds": seconds, "params": n_params, "steps": steps}
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
