@@ -41,7 +41,6 @@ up to 2^20 (4000x the training length), the attention models failing beyond 2x.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys

@@ -18,7 +18,6 @@ import jax
 import numpy as np
 import pytest
 
-import rnnjax as rj
 from experiments import char_blocks
 from experiments import selective_tasks as st
 
