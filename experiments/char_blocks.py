@@ -26,10 +26,8 @@ in parallel and in sequential mode (the same params and batches).
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
-import statistics
 import sys
 import time
 
@@ -41,7 +39,7 @@ import numpy as np
 
 import rnnjax as rj
 from experiments import char_lm, common
-from experiments.min_rnn import count_params, time_train_step
+from experiments.min_rnn import count_params, time_train_step, train_char_lm
 from experiments.text_data import python_reference_text, text_digest
 
 NAME = "char_blocks"
@@ -103,39 +101,8 @@ def train(name: str, width: int, cfg: dict, vocab_size: int, stream: dict, val: 
     """Train one model with ``char_lm``'s loss and optimiser; validation bpc every ``eval_every``."""
     lm, model = make_model(name, width, cfg, vocab_size)
     _, seq_model = make_model(name, width, cfg, vocab_size, parallel=False)
-    optimizer = char_lm.make_optimizer(argparse.Namespace(**cfg))
-    params = lm.init(jax.random.fold_in(jax.random.key(seed), 0))
-    carry = lm.initial_carry((cfg["batch"],))
-    state = rj.init_train_state(params, optimizer, jax.random.fold_in(jax.random.key(seed), 1), carry=carry)
-    train_step = rj.make_train_step(char_lm.make_loss_fn(model), optimizer, carry=True)
-    evaluate = char_lm.make_evaluate(seq_model, val, cfg["eval_streams"])
-    data = rj.chunk_stream(stream, cfg["bptt"])
-    bits, times, history = [], [], {"eval_step": [], "val_bpc": []}
-    t0 = time.time()
-    with rj.progress_bar(cfg["steps"], desc=f"char {name}") as bar:
-        for i in range(cfg["steps"]):
-            t = time.perf_counter()
-            state, metrics = train_step(state, data(i))
-            bits.append(float(metrics["loss"]))  # blocks: the step's wall time is measured
-            times.append(time.perf_counter() - t)
-            bar.update(1)
-            if (i + 1) % cfg["eval_every"] == 0 or i + 1 == cfg["steps"]:
-                history["eval_step"].append(i + 1)
-                history["val_bpc"].append(evaluate(state.params))
-                bar.set_postfix(val_bpc=f"{history['val_bpc'][-1]:.3f}")
-    out = {
-        "width": width,
-        "val_bpc": history["val_bpc"][-1],
-        "train_bits": bits,
-        "history": history,
-        "params": count_params(params),
-        "recurrent_params": count_params(params.cell),
-        "train_mode": "parallel" if name in PARALLEL else "sequential",
-        "step_ms": 1000 * statistics.median(times[1:]),
-        "first_step_s": times[0],  # compilation
-        "train_wall_s": time.time() - t0,
-        "skipped_steps": int(state.skipped),
-    }
+    out, optimizer, params, data, carry = train_char_lm(name, lm, model, seq_model, cfg, stream, val, seed)
+    out = {"width": width, **out, "train_mode": "parallel" if name in PARALLEL else "sequential"}
     print(f"{name} (width {width}, {out['recurrent_params']} recurrent params): {out['val_bpc']:.3f} bpc, "
           f"{out['step_ms']:.0f} ms/step, {out['train_wall_s']:.0f} s", flush=True)
     if cfg["time_steps"] and name in PARALLEL:

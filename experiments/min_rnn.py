@@ -183,15 +183,17 @@ def make_char_model(name: str, cfg: dict, vocab_size: int, parallel: bool = True
     return lm, make_deep(name, cells, parallel)
 
 
-def train_char(name: str, cfg: dict, vocab_size: int, stream: dict, val: np.ndarray, seed: int) -> dict:
-    """Train one cell with ``char_lm``'s loss and optimiser; validation bpc every ``eval_every``."""
-    lm, model = make_char_model(name, cfg, vocab_size)
+def train_char_lm(name: str, lm, model, eval_model, cfg: dict, stream: dict, val: np.ndarray, seed: int):
+    """Train ``model`` (the ``lm``'s recurrent part) with ``char_lm``'s loss and optimiser on
+    ``stream``, validation bpc of ``eval_model`` every ``eval_every``; each step's wall time is
+    measured. Returns ``(out, optimizer, params, data, carry)``: ``out`` the results, the rest
+    for timing more steps."""
     optimizer = char_lm.make_optimizer(argparse.Namespace(**cfg))
     params = lm.init(jax.random.fold_in(jax.random.key(seed), 0))
     carry = lm.initial_carry((cfg["batch"],))
     state = rj.init_train_state(params, optimizer, jax.random.fold_in(jax.random.key(seed), 1), carry=carry)
     train_step = rj.make_train_step(char_lm.make_loss_fn(model), optimizer, carry=True)
-    evaluate = char_lm.make_evaluate(model, val, cfg["eval_streams"])
+    evaluate = char_lm.make_evaluate(eval_model, val, cfg["eval_streams"])
     data = rj.chunk_stream(stream, cfg["bptt"])
     bits, times, history = [], [], {"eval_step": [], "val_bpc": []}
     t0 = time.time()
@@ -217,6 +219,13 @@ def train_char(name: str, cfg: dict, vocab_size: int, stream: dict, val: np.ndar
         "train_wall_s": time.time() - t0,
         "skipped_steps": int(state.skipped),
     }
+    return out, optimizer, params, data, carry
+
+
+def train_char(name: str, cfg: dict, vocab_size: int, stream: dict, val: np.ndarray, seed: int) -> dict:
+    """Train one cell with ``char_lm``'s loss and optimiser; validation bpc every ``eval_every``."""
+    lm, model = make_char_model(name, cfg, vocab_size)
+    out, optimizer, params, data, carry = train_char_lm(name, lm, model, model, cfg, stream, val, seed)
     if cfg["time_steps"] and name in MIN_CELLS:
         _, seq_model = make_char_model(name, cfg, vocab_size, parallel=False)
         out["step_ms_sequential"] = time_train_step(
