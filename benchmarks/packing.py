@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/packing.py            # about 2-4 minutes on 2 cores
+    .venv/bin/python benchmarks/packing.py            # about 2.5 minutes on 2 cores (load ~6)
     .venv/bin/python benchmarks/packing.py --smoke    # seconds (the test suite runs this)
 
 Data: the paragraphs of the Python language reference (``pydoc_data.topics``, the character
