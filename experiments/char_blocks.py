@@ -39,7 +39,7 @@ import numpy as np
 
 import rnnjax as rj
 from experiments import char_lm, common
-from experiments.min_rnn import count_params, time_train_step, train_char_lm
+from experiments.min_rnn import count_params, plot_char, time_train_step, train_char_lm
 from experiments.text_data import python_reference_text, text_digest
 
 NAME = "char_blocks"
@@ -115,19 +115,9 @@ def train(name: str, width: int, cfg: dict, vocab_size: int, stream: dict, val: 
 
 def plot(results: dict, base: dict, path) -> None:
     """Validation bpc against step for every model, with the count-based baselines."""
-    fig, ax = common.subplots(figsize=(7, 4), layout="constrained")
-    for i, (name, r) in enumerate(results.items()):
-        ax.plot(r["history"]["eval_step"], r["history"]["val_bpc"], "o-", ms=3, color=f"C{i}",
-                label=f"{LABELS[name]} ({r['recurrent_params'] / 1000:.0f}k, {r['step_ms']:.0f} ms/step)")
-    for (label, bpc), ls in zip(base.items(), ("--", "-.", ":"), strict=False):
-        ax.axhline(bpc, color="k", ls=ls, lw=0.8, label=label)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation bits per character")
-    ax.set_title("Next-character model: two blocks against a 2-layer LSTM, matched parameters")
-    ax.set_ylim(top=min(max(base.values()) + 0.3, ax.get_ylim()[1]))
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    common.save_figure(fig, path, dpi=90)
+    plot_char(results, base, path, title="Next-character model: two blocks against a 2-layer LSTM, matched parameters",
+              label=lambda name, r: (f"{LABELS[name]} ({r['recurrent_params'] / 1000:.0f}k, "
+                                     f"{r['step_ms']:.0f} ms/step)"))
 
 
 def parse_models(text: str | None) -> tuple:

@@ -236,17 +236,20 @@ def train_char(name: str, cfg: dict, vocab_size: int, stream: dict, val: np.ndar
 # ----------------------------------------------------------------------------- report
 
 
-def plot_char(results: dict, base: dict, path) -> None:
-    """Validation bpc against step for every cell, with the count-based baselines."""
+def plot_char(results: dict, base: dict, path, *, label=None,
+              title: str = "Next-character model, parameter-matched 2-layer cells") -> None:
+    """Validation bpc against step for every model, with the count-based baselines;
+    ``label(name, result)`` names each curve (default: the name and its step time)."""
+    label = label or (lambda name, r: f"{name} ({r['step_ms']:.0f} ms/step)")
     fig, ax = common.subplots(figsize=(7, 4), layout="constrained")
     for i, (name, r) in enumerate(results.items()):
         ax.plot(r["history"]["eval_step"], r["history"]["val_bpc"], "o-", ms=3, color=f"C{i}",
-                label=f"{name} ({r['step_ms']:.0f} ms/step)")
-    for (label, bpc), ls in zip(base.items(), ("--", "-.", ":"), strict=False):
-        ax.axhline(bpc, color="k", ls=ls, lw=0.8, label=label)
+                label=label(name, r))
+    for (base_label, bpc), ls in zip(base.items(), ("--", "-.", ":"), strict=False):
+        ax.axhline(bpc, color="k", ls=ls, lw=0.8, label=base_label)
     ax.set_xlabel("training step")
     ax.set_ylabel("validation bits per character")
-    ax.set_title("Next-character model, parameter-matched 2-layer cells")
+    ax.set_title(title)
     ax.set_ylim(top=min(max(base.values()) + 0.3, ax.get_ylim()[1]))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
