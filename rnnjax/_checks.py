@@ -144,14 +144,21 @@ def fresh_steps(resets: Any, lengths: Any, num_steps: int, reverse: bool) -> Any
     return resets & valid.reshape(valid.shape + (1,) * (rank - valid.ndim))
 
 
-def batch_major_axis(xs: Any, lengths: Any = None, *, name: str = "xs", feature_axes: int = 1) -> int:
+def batch_major_axis(xs: Any, lengths: Any = None, *, name: str = "xs", feature_axes: int = 1,
+                     resets: Any = None) -> int:
     """The time axis of a batch-major ``xs: [*batch, T, *features]`` (``time_major=False``).
 
-    The batch axes are those of ``lengths`` when given; otherwise every axis before the last
-    ``feature_axes + 1`` (one feature axis: ``[*batch, T, F]``; token ids: ``feature_axes=0``).
+    The batch axes are those of ``lengths`` when given, else those of ``resets: [*batch, T]``;
+    otherwise every axis before the last ``feature_axes + 1`` (one feature axis:
+    ``[*batch, T, F]``; token ids: ``feature_axes=0``).
     """
     check_array(name, xs)
-    axis = np.ndim(lengths) if lengths is not None else xs.ndim - 1 - feature_axes
+    if lengths is not None:
+        axis = np.ndim(lengths)
+    elif resets is not None:
+        axis = np.ndim(resets) - 1
+    else:
+        axis = xs.ndim - 1 - feature_axes
     if not 0 <= axis < xs.ndim - feature_axes:
         raise ValueError(
             f"{name}: expected a batch-major shape [*batch, T{', F' if feature_axes else ''}] "
@@ -159,6 +166,15 @@ def batch_major_axis(xs: Any, lengths: Any = None, *, name: str = "xs", feature_
             f"got {tuple(xs.shape)}"
         )
     return int(axis)
+
+
+def resets_time_major(resets: Any) -> Any:
+    """Batch-major ``resets: [*batch, T]`` -> ``[T, *batch]`` (None stays None)."""
+    if resets is None:
+        return None
+    resets = np.asarray(resets) if isinstance(resets, (list, tuple)) else resets
+    check_array("resets", resets)
+    return jnp.moveaxis(jnp.asarray(resets), -1, 0)
 
 
 def time_to(tree: Any, axis: int) -> Any:

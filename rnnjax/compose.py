@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnjax import _registry
 from rnnjax._checks import (
@@ -59,6 +58,7 @@ from rnnjax._checks import (
     check_step_output,
     check_xs,
     fresh_steps,
+    resets_time_major,
     steps_mask,
     time_to,
 )
@@ -178,14 +178,9 @@ def _batch_major(apply: Callable, time_major: bool) -> Callable:
         return apply
 
     def batch_major_apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
-        if lengths is None and resets is not None:
-            axis = batch_major_axis(xs, np.zeros(np.shape(resets)[:-1]))
-            resets = jnp.moveaxis(jnp.asarray(resets), -1, 0)
-        else:
-            axis = batch_major_axis(xs, lengths)
-            resets = None if resets is None else jnp.moveaxis(jnp.asarray(resets), -1, 0)
+        axis = batch_major_axis(xs, lengths, resets=resets)
         carry, ys = apply(params, jnp.moveaxis(xs, axis, 0), lengths=lengths, carry=carry, train=train, key=key,
-                          **_resets_kw(resets))
+                          **_resets_kw(resets_time_major(resets)))
         return carry, time_to(ys, axis)
 
     return batch_major_apply

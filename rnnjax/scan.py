@@ -29,6 +29,7 @@ from rnnjax._checks import (
     check_xs,
     flip_valid,
     fresh_steps,
+    resets_time_major,
     time_to,
     where_batch,
 )
@@ -95,9 +96,9 @@ def scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = _batch_major_axis(xs, lengths, resets)
+        axis = batch_major_axis(xs, lengths, resets=resets)
         carry, ys = scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                         unroll=unroll, resets=_resets_time_major(resets))
+                         unroll=unroll, resets=resets_time_major(resets))
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_bool("reverse", reverse)
@@ -116,21 +117,6 @@ def scan(
     check_step_output(step, params, carry, xs, batch)
     return _loop(step, params, carry, xs, lengths, fresh_steps(resets, lengths, xs.shape[0], reverse), reverse,
                  unroll)
-
-
-def _batch_major_axis(xs, lengths, resets) -> int:
-    """The time axis of a batch-major ``xs``: after the batch axes of ``lengths`` or ``resets``."""
-    if lengths is None and resets is not None:
-        return batch_major_axis(xs, np.zeros(np.shape(resets)[:-1]))
-    return batch_major_axis(xs, lengths)
-
-
-def _resets_time_major(resets):
-    """Batch-major ``resets: [*batch, T]`` -> ``[T, *batch]`` (None stays None)."""
-    if resets is None:
-        return None
-    check_array("resets", resets if not isinstance(resets, (list, tuple)) else np.asarray(resets))
-    return jnp.moveaxis(jnp.asarray(resets), -1, 0)
 
 
 def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll):
@@ -258,9 +244,9 @@ def truncated_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = _batch_major_axis(xs, None, resets)
+        axis = batch_major_axis(xs, resets=resets)
         carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate,
-                                   resets=_resets_time_major(resets), reverse=reverse)
+                                   resets=resets_time_major(resets), reverse=reverse)
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("truncate", truncate, allow_none=True)
@@ -354,9 +340,9 @@ def remat_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = _batch_major_axis(xs, lengths, resets)
+        axis = batch_major_axis(xs, lengths, resets=resets)
         carry, ys = remat_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                               segment=segment, resets=_resets_time_major(resets))
+                               segment=segment, resets=resets_time_major(resets))
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("segment", segment, allow_none=True)
