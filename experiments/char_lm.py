@@ -30,10 +30,13 @@ sampler reads the first ``--prime-chars`` characters of the held-out text (0: th
 a zero state), so a sample continues the state real text leads to, as in the evaluation. Then
 ``--check-samples`` more temperature-0.5 samples (sampling seeds 0, 1, ...; the printed one is
 seed ``--seed``) are drawn and the script counts those with a run longer than the corpus's
-longest run of that character. All samples are plain temperature samples, with no top-k,
-nucleus or repetition penalty. ``--sample-only`` does the same from the saved checkpoint (the
-run folder keeps the held-out text and the corpus's longest runs), so sampling can be studied
-without training again.
+longest run of that character, and ``--ngram-check`` samples of the 5-gram Kneser–Ney model,
+drawn the same way after the same passage and prompt, are counted next to them (temperature
+0.5 squares the odds of the likeliest character, so it lengthens runs for any model). All
+samples are plain temperature samples, with no top-k, nucleus or repetition penalty.
+``--sample-only`` does the network's part from the saved checkpoint (the run folder keeps the
+held-out text and the corpus's longest runs), so sampling can be studied without training
+again.
 
 Measured (Python 3.11.7's reference text, 2 shared CPU cores), validation bits per character:
 unigram 4.671, 3-gram Kneser–Ney 2.444, 5-gram Kneser–Ney 1.739; the default run (2x256 LSTM,
@@ -76,11 +79,11 @@ NAME = "char_lm"
 CELLS = {"lstm": rj.lstm, "gru": rj.gru, "elman": rj.elman, "peephole": rj.peephole_lstm, "cifg": rj.cifg_lstm}
 DEFAULTS = dict(cell="lstm", layers=2, embed=64, hidden=256, batch=32, bptt=100, steps=900, warmup=50, lr=4e-3,
                 dropout=0.15, out_dropout=0.15, clip=1.0, eval_every=300, eval_streams=8, ckpt_every=300, sample_chars=300,
-                prime_chars=1000, check_samples=20)
+                prime_chars=1000, check_samples=20, ngram_check=20)
 LONG = dict(steps=2000, warmup=100, lr=4e-3, dropout=0.25, out_dropout=0.0, eval_every=400, ckpt_every=400)  # --long
 SMOKE = dict(layers=1, embed=32, hidden=128, batch=32, bptt=32, steps=240, warmup=20, lr=1e-2, dropout=0.0,
              out_dropout=0.0, eval_every=80, eval_streams=2, ckpt_every=240, sample_chars=80, prime_chars=200,
-             check_samples=4)
+             check_samples=4, ngram_check=2)
 SMOKE_CHARS = 40_000
 LN2 = math.log(2.0)
 
@@ -313,12 +316,34 @@ def check_runs(vocab: CharVocab, params, sample, prompt_ids, n_chars: int, tempe
     return {"temperature": temperature, "seeds": seeds, "longer_than_corpus": len(bad), "runs": runs}
 
 
+def make_ngram_sampler(ngram, context: np.ndarray | None = None):
+    """``sample(_, prompt_ids, n, temperature, key) -> ids [n]`` like ``make_sampler``'s, from a
+    count model (e.g. ``KneserNey``): each character is drawn from ``p^(1/T) / Σ p^(1/T)``, ``p``
+    the model's ``distribution`` after ``context`` + prompt + the characters drawn so far, with
+    a NumPy generator seeded by the key's data."""
+    context = [] if context is None else [int(i) for i in context]
+
+    def sample(_params, prompt_ids, n, temperature, key):
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
+        history, out = context + [int(i) for i in prompt_ids], []
+        for _ in range(n):
+            logits = np.log(np.maximum(ngram.distribution(history[-(ngram.order - 1):]), 1e-300)) / temperature
+            probs = np.exp(logits - logits.max())
+            out.append(int(rng.choice(len(probs), p=probs / probs.sum())))
+            history.append(out[-1])
+        return np.asarray(out, np.int32)
+
+    return sample
+
+
 def check_sampling(args, heldout_chars: int, where: str = "") -> None:
     if not 0 <= args.prime_chars <= heldout_chars:
         raise ValueError(f"--prime-chars: expected an int in [0, {heldout_chars}] (the held-out characters{where}), "
                          f"got {args.prime_chars}")
     if args.check_samples < 0:
         raise ValueError(f"--check-samples: expected an int >= 0, got {args.check_samples}")
+    if args.ngram_check < 0:
+        raise ValueError(f"--ngram-check: expected an int >= 0, got {args.ngram_check}")
 
 
 def show_samples(vocab: CharVocab, params, sample, next_probs, prompt: str, n_chars: int, seed: int,
@@ -379,9 +404,16 @@ def parse_args(argv):
                    help="the dtype of the cells' matrix products (params and state stay float32)")
     p.add_argument("--prompt", default="the for stateme")
     p.add_argument("--sample-chars", type=int, default=None)
+    p.add_argument("--ngram-check", type=int, default=None, metavar="N",
+                   help="draw N temperature-0.5 samples from the 5-gram Kneser-Ney model after the same passage "
+                        "and prompt, and count those with a run longer than the corpus's, as --check-samples does "
+                        "for the network (default 20; 0: none)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
     p.add_argument("--sample-only", action="store_true", help="sample from the saved checkpoint; no training")
     args = p.parse_args(argv)
+    if args.sample_only and args.ngram_check:
+        raise ValueError("--ngram-check: the 5-gram is fitted on the training text, which --sample-only does not read; "
+                         "train with --ngram-check instead")
     return common.fill_defaults(args, dict(DEFAULTS, **LONG) if args.long else DEFAULTS, SMOKE)
 
 
@@ -469,6 +501,12 @@ def main(argv=None) -> dict:
     check = check_runs(vocab, state.params, sample, vocab.encode(args.prompt), args.sample_chars, 0.5,
                        args.check_samples, corpus_runs(text[:len(train)]))
 
+    if args.ngram_check:
+        print("\nThe same check on the 5-gram Kneser-Ney model, sampled the same way:", end="")
+        ngram = KneserNey(5, vocab.size).fit([train])
+        check_ngram = check_runs(vocab, None, make_ngram_sampler(ngram, val[:args.prime_chars]), vocab.encode(args.prompt),
+                                 args.sample_chars, 0.5, args.ngram_check, corpus_runs(text[:len(train)]))
+
     results = {
         "corpus": {"source": str(args.text) if args.text else "pydoc_data.topics", "chars": len(text),
                    "sha256_16": text_digest(text), "vocab_size": vocab.size, "train_chars": len(train),
@@ -480,6 +518,8 @@ def main(argv=None) -> dict:
         "history": history, "samples": samples, "prompt": args.prompt, "top5": top5, "longest_run": runs,
         "prime_chars": args.prime_chars, "check": check,
     }
+    if args.ngram_check:
+        results["check_5gram"] = check_ngram
     plot(history, base, out / "char_lm.png", title=f"{args.layers}x{args.hidden} {args.cell}")
     results["wall_seconds"] = time.time() - wall0  # from the start of main: the imports are not counted
     results["cpu_seconds"] = time.process_time() - cpu0  # all threads of this process

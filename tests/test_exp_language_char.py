@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import char_lm
+from experiments.ngram import KneserNey
 from experiments.text_data import CharVocab, python_reference_text
 
 
@@ -167,5 +168,36 @@ def test_errors(tmp_path):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--prime-chars", "5000"])
     with pytest.raises(ValueError, match="--check-samples: expected an int >= 0, got -1"):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--check-samples", "-1"])
+    with pytest.raises(ValueError, match="--ngram-check: expected an int >= 0, got -1"):
+        char_lm.main(["--smoke", "--out", str(tmp_path), "--ngram-check", "-1"])
+    with pytest.raises(ValueError, match="--ngram-check: the 5-gram is fitted on the training text"):
+        char_lm.main(["--smoke", "--out", str(tmp_path), "--sample-only", "--ngram-check", "2"])
     with pytest.raises(ValueError, match="--prompt: expected a non-empty string"):
         char_lm.main(["--smoke", "--out", str(tmp_path), "--prompt", "\u00e9t\u00e9"])
+
+
+def test_the_ngram_sampler_draws_from_the_tempered_distribution(run):
+    _, r = run
+    check = r["check_5gram"]  # the smoke run's 5-gram check: counted like the model's
+    assert check["seeds"] == len(check["runs"]) == char_lm.SMOKE["ngram_check"] and check["temperature"] == 0.5
+    assert check["longer_than_corpus"] == sum(x["chars"] > x["train_chars"] for x in check["runs"])
+    assert all(len(x["text"]) == char_lm.SMOKE["sample_chars"] for x in check["runs"])
+    # the first character after a context, over many sampling seeds, against p^(1/T) / sum p^(1/T)
+    # computed here from the model's distribution
+    text = python_reference_text()[:5000]
+    vocab = CharVocab.from_text(text)
+    ngram = KneserNey(3, vocab.size).fit([vocab.encode(text)])
+    context = vocab.encode("the ")
+    sample = char_lm.make_ngram_sampler(ngram, context[:2])
+    p = ngram.distribution(context)
+    for temperature in (1.0, 0.5):
+        want = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+        draws = [int(sample(None, context[2:], 1, temperature, jax.random.key(s))[0]) for s in range(3000)]
+        freq = np.bincount(draws, minlength=vocab.size) / len(draws)
+        assert np.abs(freq - want).max() < 0.03, (temperature, np.abs(freq - want).max())
+    # a sample continues its own history: near-zero temperature follows the argmax path
+    greedy, history = [], list(context)
+    for _ in range(20):
+        greedy.append(int(np.argmax(ngram.distribution(history[-2:]))))
+        history.append(greedy[-1])
+    np.testing.assert_array_equal(sample(None, context[2:], 20, 1e-3, jax.random.key(0)), greedy)
