@@ -1,6 +1,6 @@
 """Next-character language model: "what letter is going to come next?" made real.
 
-Run:  python experiments/char_lm.py                 (the main job: about 200 s of CPU time)
+Run:  python experiments/char_lm.py                 (the main job: about 140 s on 2 cores)
       python experiments/char_lm.py --long          (the longer configuration, LONG)
       python experiments/char_lm.py --smoke         (seconds)
       python experiments/char_lm.py --sample-only --prompt "the while stateme"
@@ -38,15 +38,16 @@ samples are plain temperature samples, with no top-k, nucleus or repetition pena
 held-out text and the corpus's longest runs), so sampling can be studied without training
 again.
 
-Measured (Python 3.11.7's reference text, 2 shared CPU cores), validation bits per character:
-unigram 4.671, 3-gram Kneser–Ney 2.444, 5-gram Kneser–Ney 1.739; the default run (2x256 LSTM,
-900 steps, about 200 s of CPU time) 1.639, and 1.648 and 1.653 with ``--seed 1`` and ``2``,
-beating the 5-gram by 0.09-0.10; ``--long`` (2000 steps, 420 s of CPU time) 1.632. After
-"the for stateme" it gives "n" probability 0.999. The temperature-0.5 samples still loop at
-times: 0, 3 and 1 of the 20 checked samples of the three default runs have a run of spaces or
-dashes longer than any in the corpus (the seed-1 run's own sample has 117 spaces, the corpus's
-longest run of spaces being 53); over 100 sampling seeds each, 18 of 300 after the held-out
-passage and 35 of 300 from a zero state (``--prime-chars 0``).
+Measured (Python 3.11.7's reference text, 2 CPU cores, one run at a time), validation bits
+per character: unigram 4.671, 3-gram Kneser–Ney 2.444, 5-gram Kneser–Ney 1.739; the default
+run (2x256 LSTM, 900 steps, 137 s wall and 218 s of CPU time) 1.639, and 1.648 and 1.653 with
+``--seed 1`` and ``2``, beating the 5-gram by 0.09-0.10; ``--long`` (2000 steps, 284 s wall)
+1.632. After "the for stateme" it gives "n" probability 0.999. Of the 20 checked
+temperature-0.5 samples, the 5-gram's loop past the corpus's longest run in 11; the default
+run's in none, the other seeds' in 3 and 1 (runs of spaces or dashes; the seed-1 run's own
+sample has 117 spaces, the corpus's longest run of spaces being 53); over 100 sampling seeds
+each, 18 of 300 after the held-out passage (the 5-gram: 46 of 100) and 35 of 300 from a zero
+state (``--prime-chars 0``).
 """
 
 from __future__ import annotations
