@@ -328,7 +328,8 @@ def make_ngram_sampler(ngram, context: np.ndarray | None = None):
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
         history, out = context + [int(i) for i in prompt_ids], []
         for _ in range(n):
-            logits = np.log(np.maximum(ngram.distribution(history[-(ngram.order - 1):]), 1e-300)) / temperature
+            probs = ngram.distribution(history[max(len(history) - ngram.order + 1, 0):])  # the last n - 1 only
+            logits = np.log(np.maximum(probs, 1e-300)) / temperature
             probs = np.exp(logits - logits.max())
             out.append(int(rng.choice(len(probs), p=probs / probs.sum())))
             history.append(out[-1])

@@ -201,3 +201,7 @@ def test_the_ngram_sampler_draws_from_the_tempered_distribution(run):
         greedy.append(int(np.argmax(ngram.distribution(history[-2:]))))
         history.append(greedy[-1])
     np.testing.assert_array_equal(sample(None, context[2:], 20, 1e-3, jax.random.key(0)), greedy)
+    # a 1-gram reads no context: its near-zero-temperature samples repeat the commonest character
+    unigram = KneserNey(1, vocab.size).fit([vocab.encode(text)])
+    top = int(np.argmax(unigram.distribution([])))
+    assert char_lm.make_ngram_sampler(unigram, context)(None, context, 5, 1e-3, jax.random.key(0)).tolist() == [top] * 5
