@@ -120,22 +120,12 @@ def plot(results: dict, base: dict, path) -> None:
                                      f"{r['step_ms']:.0f} ms/step)"))
 
 
-def parse_models(text: str | None) -> tuple:
-    if text is None:
-        return MODELS
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in MODELS]
-    if not names or bad:
-        raise ValueError(f"--models: expected a comma-separated subset of {','.join(MODELS)}, got {text!r}")
-    return names
-
-
 def main(argv=None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     args = parser.parse_args(argv)
     cfg = dict(SMOKE if args.smoke else CONFIG)
-    cfg["models"] = parse_models(args.models)
+    cfg["models"] = common.parse_subset(args.models, MODELS, "--models")
     out = common.run_dir(NAME, args.out)
     start, load_start = time.time(), os.getloadavg()
     text = python_reference_text()

@@ -49,6 +49,22 @@ def fill_defaults(args: argparse.Namespace, defaults: dict, smoke: dict) -> argp
     return args
 
 
+def parse_subset(text: str | None, allowed: tuple, option: str, default: tuple | None = None) -> tuple:
+    """The names of a comma-separated command-line list, each checked against ``allowed``;
+    ``default`` (``allowed`` when None) if the option was not given.
+
+    >>> parse_subset("lstm, gru", ("lstm", "gru", "elman"), "--cells")
+    ('lstm', 'gru')
+    """
+    if text is None:
+        return allowed if default is None else default
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in allowed]
+    if not names or bad:
+        raise ValueError(f"{option}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+    return names
+
+
 def run_dir(name: str, out: pathlib.Path | None = None) -> pathlib.Path:
     """The experiment's output folder, created if needed."""
     path = pathlib.Path(out) if out is not None else ROOT / "runs" / name

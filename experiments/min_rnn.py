@@ -256,22 +256,12 @@ def plot_char(results: dict, base: dict, path, *, label=None,
     common.save_figure(fig, path, dpi=90)
 
 
-def parse_cells(text: str | None, default: tuple) -> tuple:
-    if text is None:
-        return default
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in CELLS]
-    if not names or bad:
-        raise ValueError(f"--cells: expected a comma-separated subset of {','.join(CELLS)}, got {text!r}")
-    return names
-
-
 def main(argv=None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--cells", default=None, help="comma-separated subset of " + ",".join(CELLS))
     args = parser.parse_args(argv)
     cfg = dict(SMOKE if args.smoke else CONFIG)
-    cfg["cells"] = parse_cells(args.cells, cfg["cells"])
+    cfg["cells"] = common.parse_subset(args.cells, CELLS, "--cells", cfg["cells"])
     out = common.run_dir(NAME, args.out)
     start, load_start = time.time(), os.getloadavg()
 

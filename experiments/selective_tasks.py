@@ -306,16 +306,6 @@ def plot_induction(results: dict, tcfg: dict, path) -> None:
     common.save_figure(fig, path, dpi=90)
 
 
-def parse_list(text: str | None, allowed: tuple, option: str) -> tuple:
-    if text is None:
-        return allowed
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in allowed]
-    if not names or bad:
-        raise ValueError(f"{option}: expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
-    return names
-
-
 def main(argv=None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--task", default="all", help="selective_copy, induction or all")
@@ -329,7 +319,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--task: expected selective_copy, induction or all, got {args.task!r}")
     tasks = TASKS if args.task == "all" else (args.task,)
     cfg = dict(SMOKE if args.smoke else CONFIG)
-    cfg["models"] = parse_list(args.models, MODELS, "--models")
+    cfg["models"] = common.parse_subset(args.models, MODELS, "--models")
     cfg["sequential"] = args.sequential
     if args.seeds is not None:
         cfg["seeds"] = args.seeds
