@@ -115,13 +115,18 @@ def make_data(text: str, batch: int, bptt: int, *, val_fraction: float = 0.1):
     return vocab, train, val, stream
 
 
-def baselines(vocab_size: int, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
-    """Validation bits per character of count-based models fitted on the same training text."""
-    out = {"unigram": bits_per_token(Unigram(vocab_size).fit([train]), [val])}
-    for order in (3, 5):
-        lm = KneserNey(order, vocab_size).fit([train])
-        out[f"{order}-gram KN"] = bits_per_token(lm, [val], history=train)
-    return out
+def count_models(vocab_size: int, train: np.ndarray) -> dict:
+    """The count-based models fitted on the training ids: unigram, Kneser–Ney 3- and 5-gram."""
+    return {"unigram": Unigram(vocab_size).fit([train]),
+            **{f"{order}-gram KN": KneserNey(order, vocab_size).fit([train]) for order in (3, 5)}}
+
+
+def baselines(vocab_size: int, train: np.ndarray, val: np.ndarray, models: dict | None = None) -> dict[str, float]:
+    """Validation bits per character of count-based models fitted on the same training text
+    (``models``, from ``count_models``, or fitted here); each reads the end of the training
+    text as the context of the first validation characters."""
+    models = count_models(vocab_size, train) if models is None else models
+    return {name: bits_per_token(lm, [val], history=train) for name, lm in models.items()}
 
 
 # ----------------------------------------------------------------------------- model
@@ -437,7 +442,8 @@ def main(argv=None) -> dict:
           f"{len(text):,} characters, {vocab.size} distinct; train {len(train):,}, validation {len(val):,}")
 
     t0 = time.time()
-    base = baselines(vocab.size, train, val)
+    models = count_models(vocab.size, train)
+    base = baselines(vocab.size, train, val, models)
     print(f"count-based baselines fitted in {time.time() - t0:.1f}s")
 
     lm, model = make_model(args, vocab.size)
@@ -461,7 +467,8 @@ def main(argv=None) -> dict:
     (out / "vocab.json").write_text(vocab.to_json())
     (out / "config.json").write_text(json.dumps(config))
     (out / "heldout.txt").write_text(text[len(train):], encoding="utf-8")  # what the sampler reads first
-    (out / "corpus_runs.json").write_text(json.dumps(corpus_runs(text[:len(train)])))
+    longest = corpus_runs(text[:len(train)])  # each character's longest run in the training text
+    (out / "corpus_runs.json").write_text(json.dumps(longest))
 
     train_step = rj.make_train_step(make_loss_fn(model, args.out_dropout), optimizer, carry=True)
     evaluate = make_evaluate(model, val, args.eval_streams)
@@ -499,15 +506,15 @@ def main(argv=None) -> dict:
     sample, next_probs = make_sampler(lm, model, val[:args.prime_chars])
     samples, top5 = show_samples(vocab, state.params, sample, next_probs, args.prompt, args.sample_chars, args.seed,
                                  args.prime_chars)
-    runs = show_runs(samples, args.prompt, corpus_runs(text[:len(train)]))
+    runs = show_runs(samples, args.prompt, longest)
     check = check_runs(vocab, state.params, sample, vocab.encode(args.prompt), args.sample_chars, 0.5,
-                       args.check_samples, corpus_runs(text[:len(train)]))
+                       args.check_samples, longest)
 
     if args.ngram_check:
         print("\nThe same check on the 5-gram Kneser-Ney model, sampled the same way:", end="")
-        ngram = KneserNey(5, vocab.size).fit([train])
-        check_ngram = check_runs(vocab, None, make_ngram_sampler(ngram, val[:args.prime_chars]), vocab.encode(args.prompt),
-                                 args.sample_chars, 0.5, args.ngram_check, corpus_runs(text[:len(train)]))
+        sample_5gram = make_ngram_sampler(models["5-gram KN"], val[:args.prime_chars])
+        check_ngram = check_runs(vocab, None, sample_5gram, vocab.encode(args.prompt),
+                                 args.sample_chars, 0.5, args.ngram_check, longest)
 
     results = {
         "corpus": {"source": str(args.text) if args.text else "pydoc_data.topics", "chars": len(text),
