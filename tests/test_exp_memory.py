@@ -161,6 +161,12 @@ def test_elman1990_smoke(tmp_path):
 
 @slow
 def test_exploding_smoke(tmp_path):
+    """The full run's network and data (T = 10, 32 units, radius 2) for 100 steps, 3 seeds. The
+    trajectories are chaotic, so float rounding (which differs between instruction sets) moves
+    every number; the bounds hold with margin for seeds 0-8 under the default ISA, AVX2 and
+    SSE4_2 (measured: clipped loss ratio last/first 10% at most 0.44, non-finite unclipped steps
+    at least 34 of 100, raw gradient maximum at least 12.4, largest finite unclipped loss at
+    least 1.7e36)."""
     res = exploding.main(["--smoke", "--out", str(tmp_path)])
     cfg, curves = res["config"], res["curves"]
     clipped, unclipped = curves["clipped"], curves["unclipped"]
@@ -168,13 +174,18 @@ def test_exploding_smoke(tmp_path):
     applied = clipped["applied_norm"]
     assert np.isfinite(applied).all() and applied.max() <= cfg["clip"] * (1 + 1e-5)
     # ... although the raw gradients explode
-    assert clipped["grad_norm"].max() > 100 * cfg["clip"]
+    assert (clipped["grad_norm"].max(0) > 5 * cfg["clip"]).all()
     # unclipped, the same gradients are applied as they are
     np.testing.assert_allclose(unclipped["applied_norm"][:5], unclipped["grad_norm"][:5], rtol=1e-5)
-    # the clipped run converges, the unclipped one blows up
-    assert np.isfinite(clipped["loss"]).all()
-    assert (np.asarray(clipped["loss_last_10pct"]) < 0.5 * np.asarray(clipped["loss_first_10pct"])).all()
-    assert max(np.nanmax(np.where(np.isfinite(unclipped["loss"]), unclipped["loss"], np.inf), 0)) > 1e6
+    # the clipped run learns (every seed's loss falls by 40% or more) and never leaves the
+    # finite range; the unclipped one blows up and has its non-finite steps skipped
+    assert np.isfinite(clipped["loss"]).all() and (np.asarray(clipped["nonfinite_steps"]) == 0).all()
+    assert (np.asarray(clipped["loss_last_10pct"]) < 0.6 * np.asarray(clipped["loss_first_10pct"])).all()
+    assert (np.asarray(unclipped["nonfinite_steps"]) >= 10).all()
+    assert np.nanmax(np.where(np.isfinite(unclipped["loss"]), unclipped["loss"], np.nan)) > 1e6
+    # the first non-finite step agrees with the count: one exists exactly when the count is > 0
+    for first, count in zip(unclipped["first_nonfinite_step"], unclipped["nonfinite_steps"], strict=True):
+        assert first is not None and 1 <= first <= cfg["steps"] - count + 1
     from experiments import reproduce  # its check reads every number it compares from these results
 
     assert len(reproduce.compare("exploding", res)) == len(reproduce.SPECS["exploding"]().checks)
