@@ -5,9 +5,10 @@ Build (from the repository root; needs the ``docs`` extra):
     .venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 The API reference is generated here, at configuration time, from ``rnnjax.__all__`` (and the
-``__all__`` of ``rnnjax.nnx`` and ``rnnjax.interop``): one page per defining module under
-``api/generated/`` (not committed), so a name added to ``__all__`` is documented by the next
-build without touching these files. Everything is offline: no intersphinx, no CDN scripts, no
+``__all__`` of ``rnnjax.nnx`` and ``rnnjax.interop``): one page per topic under
+``api/generated/`` (not committed). The topics are the commented groups of ``rnnjax.__all__``,
+gathered by ``TOPICS`` below, so a name added to a group of ``__all__`` is documented by the
+next build without touching these files (a new group must be given a topic: the build says so). Everything is offline: no intersphinx, no CDN scripts, no
 math (which would load MathJax from a CDN).
 """
 
@@ -17,6 +18,7 @@ import importlib
 import inspect
 import os
 import pathlib
+import re
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -96,29 +98,62 @@ def _entry(qualified: str, obj: object) -> str:
     return f".. autodata:: {qualified}\n"
 
 
-def api_pages() -> dict[str, list[str]]:
-    """``{page: [qualified names]}``: rnnjax's names by defining module, then nnx and interop."""
-    pages: dict[str, list[str]] = {}
-    for name in _public("rnnjax"):
-        obj = getattr(rnnjax, name)
-        pages.setdefault(obj.__module__, []).append(f"rnnjax.{name}")
-    for sub in ("rnnjax.nnx", "rnnjax.interop"):
-        pages[sub] = [f"{sub}.{name}" for name in _public(sub)]
+# (page, title, summary, the comment lines of ``rnnjax.__all__``'s groups that it gathers)
+TOPICS = [
+    ("cells", "Cells", "Every built-in cell and block: params, step, factory; ``Cell`` and the cell registry.",
+     ("cells", "more cells", "gated linear recurrences", "the papers' blocks", "the cell registry")),
+    ("loops", "Time loops", "Running a step over time: the loops for long sequences and the parallel-in-time forms.",
+     ("time loops", "parallel in time")),
+    ("models", "Models", "Composition into sequence models, packing, attention, encoder–decoders, decoding and "
+     "token inputs.", ("composition", "attention, encoder", "token inputs")),
+    ("training", "Training", "Losses, the training step and loop, checkpoints, metrics, diagnostics, data "
+     "parallelism and parameter files.", ("losses", "training", "plain parameter files")),
+]
+SUBMODULE_PAGES = {
+    "rnnjax.interop": ("interop", "Interop: weights from and to other libraries"),
+    "rnnjax.nnx": ("nnx", "Flax NNX adapters (the ``nnx`` extra)"),
+}
+
+
+def _groups() -> list[tuple[str, list[str]]]:
+    """``rnnjax.__all__`` as written: ``[(comment, [names])]`` in source order."""
+    source = (ROOT / "rnnjax" / "__init__.py").read_text()
+    body = source[source.index("__all__ = [") : ]
+    body = body[: body.index("\n]") ]
+    groups: list[tuple[str, list[str]]] = []
+    for line in body.splitlines()[1:]:
+        line = line.strip()
+        if line.startswith("#"):
+            groups.append((line.lstrip("# "), []))
+        else:
+            groups[-1][1].extend(re.findall(r'"(\w+)"', line))
+    return groups
+
+
+def api_pages() -> dict[str, tuple[str, str, list[str]]]:
+    """``{page: (title, summary, [qualified names])}``: rnnjax's names by topic, then interop and nnx."""
+    pages: dict[str, tuple[str, str, list[str]]] = {}
+    for comment, names in _groups():
+        topic = [t for t in TOPICS if comment.startswith(t[3])]
+        if not topic:
+            raise RuntimeError(f"docs/conf.py: the group {comment!r} of rnnjax.__all__ has no topic in TOPICS")
+        page, title, summary, _ = topic[0]
+        pages.setdefault(page, (title, summary, []))[2].extend(f"rnnjax.{name}" for name in names)
+    for sub, (page, title) in SUBMODULE_PAGES.items():
+        summary = (inspect.getdoc(importlib.import_module(sub)) or "").split("\n\n")[0]
+        pages[page] = (title, summary, [f"{sub}.{name}" for name in _public(sub)])
     return pages
 
 
 def generate_api() -> None:
     pages = api_pages()
-    for module_name, names in pages.items():
-        module = importlib.import_module(module_name)
-        summary = (inspect.getdoc(module) or "").split("\n\n")[0]
-        title = f"``{module_name}``"
+    for page, (title, summary, names) in pages.items():
         lines = [title, "=" * len(title), "", summary, ""]
-        if module_name in ("rnnjax.nnx", "rnnjax.interop"):
-            lines += [f".. module:: {module_name}", "   :no-index:", ""]
+        if page in ("interop", "nnx"):
+            lines += [f".. module:: rnnjax.{page}", "   :no-index:", ""]
         lines += [_entry(qualified, _resolve(qualified)) for qualified in names]
-        _write_if_changed(GENERATED / f"{module_name}.rst", "\n".join(lines) + "\n")
-    for stale in GENERATED.glob("*.rst"):  # a module that no longer defines public names
+        _write_if_changed(GENERATED / f"{page}.rst", "\n".join(lines) + "\n")
+    for stale in GENERATED.glob("*.rst"):  # a page no longer generated
         if stale.stem not in pages:
             stale.unlink()
 
