@@ -93,12 +93,14 @@ from rnnjax.compose import (
     deep,
     dense,
     dense_init,
+    has_parallel_form,
     pool_last,
     pool_max,
     pool_mean,
     repeat_vector,
     rnn,
     stack,
+    stack_layers,
     with_hidden,
 )
 from rnnjax.decode import (
@@ -166,6 +168,7 @@ from rnnjax.xlstm import (
     slstm,
     slstm_step,
 )
+from rnnjax._registry import register_step
 from rnnjax.records import MetricsLog, plot_curves, progress_bar, read_metrics
 from rnnjax.scan import chunk_stream, flip_sequences, remat_scan, scan, truncated_scan
 from rnnjax.seq2seq import Seq2Seq, Seq2SeqParams, Seq2SeqState, seq2seq
@@ -197,13 +200,15 @@ __all__ = [
     "MLSTMBlockParams", "MLSTMBlockState", "mlstm_block", "mlstm_block_step", "mlstm_block_parallel",
     "SLSTMBlockParams", "SLSTMBlockState", "slstm_block", "slstm_block_step",
     "CausalConvParams", "causal_conv", "causal_conv_step", "GatedMLPParams", "gated_mlp", "rms_norm",
+    # the cell registry: fast paths for any step
+    "register_step",
     # time loops
     "scan", "flip_sequences", "truncated_scan", "remat_scan", "chunk_stream",
     # parallel in time
     "min_rnn_parallel", "deer_scan", "DeerInfo",
     # composition
     "SeqModel", "StackedCarry", "BiParams", "BiCarry", "DenseParams",
-    "rnn", "stack", "deep", "bidirectional", "carry_hidden", "with_hidden",
+    "rnn", "stack", "stack_layers", "has_parallel_form", "deep", "bidirectional", "carry_hidden", "with_hidden",
     "LearnedStateParams", "LearnedStateCarry", "learned_initial_state", "learned_carry",
     "pool_last", "pool_mean", "pool_max", "repeat_vector", "dense_init", "dense",
     "Packed", "PackLayout", "pack_sequences", "unpack_sequences", "segment_pool",

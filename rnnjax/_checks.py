@@ -269,6 +269,23 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def check_unroll(unroll: Any) -> int | bool:
+    """``unroll`` of the time loops: an int >= 1, or True for a full unroll."""
+    if not (unroll is True or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
+        raise ValueError(f"unroll: expected an int >= 1 or True, got {unroll!r}")
+    return unroll
+
+
+IMPLS = ("auto", "loop")
+
+
+def check_impl(impl: Any) -> bool:
+    """``impl`` of the time loops and composers; True when the fast paths may run."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {list(IMPLS)}, got {impl!r}")
+    return impl == "auto"
+
+
 def check_rate(name: str, rate: Any) -> float:
     """A dropout-style rate in ``[0, 1)``."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:

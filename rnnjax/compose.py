@@ -50,12 +50,14 @@ from rnnjax._checks import (
     check_array,
     check_bool,
     check_carry_batch,
+    check_impl,
     check_int,
     check_key,
     check_rate,
     check_resets,
     check_seq_lengths,
     check_step_output,
+    check_unroll,
     check_xs,
     fresh_steps,
     resets_time_major,
@@ -309,7 +311,7 @@ def _hidden_masks(carry: Any, key: Array, rate: float) -> Any:
 
 
 def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, parallel: bool = False,
-        time_major: bool = True) -> SeqModel:
+        time_major: bool = True, unroll: int | bool = 1, impl: str = "auto") -> SeqModel:
     """One recurrent layer over the whole sequence: ``rnnjax.scan`` of ``cell.step`` as a SeqModel.
 
     Args:
@@ -333,6 +335,10 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         ``ys: [*batch, T, H]`` (batch axes: those of ``lengths``, else all but the last two).
         Set it on the outermost model only: the layers inside a ``deep`` or ``bidirectional``
         model are called time-major.
+      unroll: time steps per iteration of the step loop (see ``rnnjax.scan``); the parallel
+        forms have no step loop and ignore it.
+      impl: ``"auto"`` (fused kernels where registered) or ``"loop"`` (always the plain step
+        loop; not with ``parallel=True``), as in ``rnnjax.scan``.
 
     Returns:
       ``SeqModel`` whose ``apply(params, xs, *, lengths=None, carry=None, train=False, key=None,
@@ -349,6 +355,10 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
     check_bool("reverse", reverse)
     rate = check_rate("recurrent_dropout", recurrent_dropout)
     check_bool("parallel", parallel)
+    check_unroll(unroll)
+    if not check_impl(impl) and parallel:
+        raise ValueError("impl: 'loop' runs the step loop, but parallel=True asks for the cell's parallel form; "
+                         "choose one")
     parallel_fn = None
     if parallel:
         found = _registry.lookup(cell.step)
@@ -358,7 +368,8 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
             why = (f"the {found[0].name} cell has no parallel form (its recurrence is not linear in the state)"
                    if found is not None else
                    f"got a cell with step {getattr(cell.step, '__name__', cell.step)!r}")
-            raise ValueError(f"parallel: expected a cell with a parallel-in-time form ({which}); {why}")
+            raise ValueError(f"parallel: expected a cell with a parallel-in-time form ({which}, or a step "
+                             f"registered with rnnjax.register_step(step, parallel=...) or affine=...); {why}")
         if rate > 0.0:
             raise ValueError(f"recurrent_dropout: not supported with parallel=True, got {recurrent_dropout!r}")
         takes_resets = "resets" in inspect.signature(parallel_fn).parameters
@@ -392,7 +403,8 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
             def step(p, c, x):
                 return cell.step(p, jax.tree_util.tree_map(jnp.multiply, c, masks), x)
 
-        return scan(step, params, carry, xs, lengths=lengths, reverse=reverse, resets=resets)
+        return scan(step, params, carry, xs, lengths=lengths, reverse=reverse, resets=resets, unroll=unroll,
+                    impl=impl)
 
     return SeqModel(cell.init, _batch_major(apply, time_major))
 
@@ -406,10 +418,16 @@ def stack(*cells: Cell) -> Cell:
         hᵏ_t, yᵏ_t = stepₖ(pₖ, hᵏ_{t-1}, yᵏ⁻¹_t)      y_t = yᴺ_t
 
     Params are a tuple and the carry a ``StackedCarry``, with one entry per layer, so
-    ``stack(c)`` steps exactly like ``c`` with params ``(p,)`` and carry ``StackedCarry((h,))``. Layer ``k+1``'s input size must be layer
-    ``k``'s output size. Use it for step-by-step decoding (``greedy``, ``beam_search``); for
-    training on whole sequences ``deep`` does the same computation layer by layer, and adds
-    dropout between layers.
+    ``stack(c)`` steps exactly like ``c`` with params ``(p,)`` and carry
+    ``StackedCarry((h,))``. Layer ``k+1``'s input size must be layer ``k``'s output size. Use it
+    for step-by-step decoding (``greedy``, ``beam_search``); for training on whole sequences
+    ``deep`` does the same computation layer by layer, and adds dropout between layers.
+
+    ``stack(*cells)`` and ``deep(*layers)`` share params and carries: both are tuples (carries
+    ``StackedCarry``) with one entry per layer in order, and ``init`` with one key draws the same
+    values, so a model trained as ``deep(rnn(c1, parallel=True), rnn(c2, parallel=True))``
+    decodes step by step as ``stack(c1, c2)`` with the same params and final carries
+    (``language_model(..., parallel=True)`` does both with one cell).
 
     >>> cell = stack(lstm(3, 8), gru(8, 8))
     >>> carry, y = cell.step(cell.init(jax.random.key(0)), cell.initial_carry((2,)), jnp.ones((2, 3)))
@@ -445,15 +463,35 @@ def stack(*cells: Cell) -> Cell:
         # the carry comes back in the container it came in (a plain tuple stays one)
         return (StackedCarry(new) if stacked else tuple(new)), x
 
+    step.layers = cells  # read by stack_layers
     return Cell(init, initial_carry, step)
+
+
+def stack_layers(cell: Cell) -> tuple[Cell, ...]:
+    """The layers of a ``stack(...)`` cell, in order; ``(cell,)`` for any other cell.
+
+    >>> [c.step.__name__ for c in stack_layers(stack(lstm(2, 3), gru(3, 3)))]
+    ['lstm_step', 'gru_step']
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a rnnjax.Cell, got {type(cell).__name__}")
+    return tuple(getattr(cell.step, "layers", (cell,)))
+
+
+def has_parallel_form(cell: Cell) -> bool:
+    """Whether ``rnn(cell, parallel=True)`` has a parallel-in-time form to run (built-in or
+    registered with ``register_step``)."""
+    found = _registry.lookup(cell.step)
+    return found is not None and found[0].parallel is not None
 
 
 # ------------------------------------------------------------------------ deep, bidirectional
 
 
-def _as_model(layer: Cell | SeqModel, *, reverse: bool = False, recurrent_dropout: float = 0.0) -> SeqModel:
+def _as_model(layer: Cell | SeqModel, *, reverse: bool = False, recurrent_dropout: float = 0.0, unroll=1,
+              impl="auto") -> SeqModel:
     if isinstance(layer, Cell):
-        return rnn(layer, reverse=reverse, recurrent_dropout=recurrent_dropout)
+        return rnn(layer, reverse=reverse, recurrent_dropout=recurrent_dropout, unroll=unroll, impl=impl)
     return layer
 
 
@@ -473,6 +511,8 @@ def deep(
     residual: bool = False,
     recurrent_dropout: float = 0.0,
     time_major: bool = True,
+    unroll: int | bool = 1,
+    impl: str = "auto",
 ) -> SeqModel:
     """A layer-wise deep model: each layer runs over the whole sequence, then feeds the next.
 
@@ -496,6 +536,8 @@ def deep(
         as ``Cell`` instances (see ``rnn``); a ``SeqModel`` layer keeps its own setting.
       time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the layers inside are
         called time-major.
+      unroll, impl: for the layers given as ``Cell`` instances (see ``rnn``); a ``SeqModel``
+        layer keeps its own.
 
     Returns:
       ``SeqModel``; params are a tuple and carries a ``StackedCarry``, one entry per layer, and
@@ -515,7 +557,9 @@ def deep(
     rate = check_rate("dropout", dropout)
     check_bool("residual", residual)
     rec_rate = check_rate("recurrent_dropout", recurrent_dropout)
-    models = [_as_model(layer, recurrent_dropout=rec_rate) for layer in layers]
+    check_unroll(unroll)
+    check_impl(impl)
+    models = [_as_model(layer, recurrent_dropout=rec_rate, unroll=unroll, impl=impl) for layer in layers]
     n = len(models)
 
     def init(key):
@@ -571,6 +615,8 @@ def bidirectional(
     merge: str | Callable[[Array, Array], Array] = "concat",
     recurrent_dropout: float = 0.0,
     time_major: bool = True,
+    unroll: int | bool = 1,
+    impl: str = "auto",
 ) -> SeqModel:
     """A bidirectional layer: ``fwd`` reads each sequence forwards, ``bwd`` backwards.
 
@@ -595,6 +641,7 @@ def bidirectional(
         (see ``rnn``).
       time_major: False for batch-major ``xs``/``ys`` (see ``rnn``); the directions are
         called time-major.
+      unroll, impl: for the directions given as ``Cell`` instances (see ``rnn``).
 
     Returns:
       ``SeqModel`` whose ``apply`` returns ``(BiCarry(fwd, bwd), ys)``: the forward carry after
@@ -617,8 +664,10 @@ def bidirectional(
     else:
         raise TypeError(f"merge: expected a string or a function, got {type(merge).__name__}")
     rec_rate = check_rate("recurrent_dropout", recurrent_dropout)
-    fwd_model = _as_model(fwd, recurrent_dropout=rec_rate)
-    bwd_model = _as_model(bwd, reverse=True, recurrent_dropout=rec_rate)
+    check_unroll(unroll)
+    check_impl(impl)
+    fwd_model = _as_model(fwd, recurrent_dropout=rec_rate, unroll=unroll, impl=impl)
+    bwd_model = _as_model(bwd, reverse=True, recurrent_dropout=rec_rate, unroll=unroll, impl=impl)
     flip_bwd = isinstance(bwd, SeqModel)
 
     def init(key):
@@ -836,11 +885,13 @@ __all__ = [
     "deep",
     "dense",
     "dense_init",
+    "has_parallel_form",
     "pool_last",
     "pool_max",
     "pool_mean",
     "repeat_vector",
     "rnn",
     "stack",
+    "stack_layers",
     "with_hidden",
 ]

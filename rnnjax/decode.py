@@ -30,9 +30,26 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from rnnjax._checks import check_array, check_bool, check_float, check_int, check_key, is_concrete
+from rnnjax._checks import (
+    check_array,
+    check_bool,
+    check_float,
+    check_impl,
+    check_int,
+    check_key,
+    check_unroll,
+    is_concrete,
+)
 from rnnjax.cells import Cell
-from rnnjax.compose import DenseParams, dense, dense_init
+from rnnjax.compose import (
+    DenseParams,
+    StackedCarry,
+    dense,
+    dense_init,
+    has_parallel_form,
+    rnn,
+    stack_layers,
+)
 from rnnjax.embed import check_ids, embedding_init, embedding_lookup, one_hot
 from rnnjax.scan import scan
 
@@ -419,7 +436,8 @@ class LanguageModel(NamedTuple):
     apply: Callable[..., tuple[Any, Array]]
 
 
-def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None) -> LanguageModel:
+def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None, parallel: bool = False,
+                   unroll: int | bool = 1, impl: str = "auto") -> LanguageModel:
     """Embedding → cell → output projection, for next-token prediction and sampling.
 
     ::
@@ -432,12 +450,29 @@ def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None
         ``embed_size``, or ``vocab_size`` with one-hot inputs.
       vocab_size: number of tokens ``V``.
       embed_size: size of a learned embedding table ``[V, E]``; None feeds one-hot vectors.
+      parallel: ``apply`` runs the cell layer by layer (each layer of a ``stack(...)``, or the
+        one cell), each through its parallel-in-time form where it has one (``rnn(layer,
+        parallel=True)``: the Mamba, Hawk and mLSTM blocks, LRU, RG-LRU, S6, minGRU, ...) and
+        through its step loop where it has none; the results, carries included, equal the
+        sequential ``apply``. ``step`` decodes with the same params either way. At least one
+        layer must have a parallel form.
+      unroll, impl: for the step loops of ``apply`` (see ``rnnjax.scan``).
 
     Returns:
       ``LanguageModel(init, initial_carry, step, apply)``. Train ``apply`` on ``tokens[:-1]``
       against targets ``tokens[1:]``; sample with ``sample(lm.step, params, carry, start, key,
       ...)``. To continue a prompt, run ``carry, _ = lm.apply(params, prompt[:-1])`` and start
       from ``prompt[-1]``.
+
+    A Mamba language model trained in parallel and decoded step by step:
+
+    >>> blocks = stack(mamba_block(16, state_size=4), mamba_block(16, state_size=4))
+    >>> lm = language_model(blocks, vocab_size=20, embed_size=16, parallel=True)
+    >>> params, prompt = lm.init(jax.random.key(0)), jnp.zeros((6, 2), int)
+    >>> carry, logits = jax.jit(lm.apply)(params, prompt[:-1])         # associative scans over time
+    >>> tokens, _ = greedy(lm.step, params, carry, prompt[-1], max_len=4)
+    >>> logits.shape, tokens.shape
+    ((5, 2, 20), (4, 2))
 
     >>> lm = language_model(stack(gru(8, 16), gru(16, 16)), vocab_size=20, embed_size=8)
     >>> params = lm.init(jax.random.key(0))
@@ -452,6 +487,16 @@ def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None
     if embed_size is not None:
         embed_size = check_int("embed_size", embed_size)
     input_size = vocab_size if embed_size is None else embed_size
+    check_unroll(unroll)
+    check_impl(impl)
+    layered = None
+    if check_bool("parallel", parallel):
+        layers = stack_layers(cell)
+        if not any(has_parallel_form(layer) for layer in layers):
+            raise ValueError(
+                "parallel: expected a cell with a parallel-in-time form, or a stack(...) with at least one "
+                "layer that has one (see rnnjax.rnn), got none")
+        layered = [rnn(layer, parallel=has_parallel_form(layer), unroll=unroll, impl=impl) for layer in layers]
 
     def inputs(params, tokens):
         if params.embed is None:
@@ -483,7 +528,21 @@ def language_model(cell: Cell, vocab_size: int, *, embed_size: int | None = None
             raise ValueError(f"tokens: expected shape [T, *batch] with T >= 1, got {tuple(tokens.shape)}")
         if carry is None:
             carry = cell.initial_carry(tuple(tokens.shape[1:]))
-        carry, ys = scan(cell.step, params.cell, carry, inputs(params, tokens), lengths=lengths)
+        xs = inputs(params, tokens)  # [T, *batch, E]
+        if layered is None:
+            carry, ys = scan(cell.step, params.cell, carry, xs, lengths=lengths, unroll=unroll, impl=impl)
+        elif len(layered) == 1 and not hasattr(cell.step, "layers"):
+            carry, ys = layered[0].apply(params.cell, xs, lengths=lengths, carry=carry)
+        else:  # layer by layer, as deep(...) does with these layers: same params and carries as the stack
+            finals, ys = [], xs
+            for k, layer in enumerate(layered):
+                try:
+                    c, ys = layer.apply(params.cell[k], ys, lengths=lengths, carry=carry[k])
+                except (ValueError, TypeError) as e:
+                    e.add_note(f"(raised by layer {k} of the language model's stack)")
+                    raise
+                finals.append(c)
+            carry = StackedCarry(finals) if isinstance(carry, StackedCarry) else tuple(finals)
         return carry, dense(params.out, ys)  # [T, *batch, V]
 
     return LanguageModel(init, initial_carry, step, apply)

@@ -110,8 +110,9 @@ def min_rnn_parallel(
     found = _registry.lookup(step)
     if found is None or found[0].affine is None:
         raise ValueError(
-            f"step: expected rnnjax.min_gru_step or rnnjax.min_lstm_step (run other cells in "
-            f"parallel with rnnjax.deer_scan), got {_step_name(step)}"
+            f"step: expected rnnjax.min_gru_step or rnnjax.min_lstm_step (or a step registered with "
+            f"rnnjax.register_step(step, affine=...); run other cells in parallel with rnnjax.deer_scan), "
+            f"got {_step_name(step)}"
         )
     coeffs = _registry.bound(found[0].affine, found[1])
     check_xs(xs)

@@ -21,11 +21,13 @@ from rnnjax._checks import (
     check_array,
     check_bool,
     check_carry_batch,
+    check_impl,
     check_int,
     check_lengths,
     check_resets,
     check_seq_lengths,
     check_step_output,
+    check_unroll,
     check_xs,
     flip_valid,
     fresh_steps,
@@ -49,6 +51,7 @@ def scan(
     unroll: int | bool = 1,
     resets: Array | None = None,
     time_major: bool = True,
+    impl: str = "auto",
 ):
     """Run ``step`` over the time axis of ``xs`` with ``jax.lax.scan``.
 
@@ -63,7 +66,11 @@ def scan(
         they cannot be, and a value above ``T`` acts as ``T``, a negative one as ``0``.
       reverse: run each sequence from its own last valid step back to step 0; ``ys`` stays in
         input order (``ys[t]`` belongs to ``xs[t]``).
-      unroll: passed to ``lax.scan`` (an int >= 1, or True for a full unroll).
+      unroll: time steps per iteration of the compiled loop (an int >= 1, or True for a full
+        unroll), passed to ``lax.scan`` and to the fused kernels' forward and backward loops.
+        Larger values trade compile time and code size for fewer loop iterations; what pays
+        depends on the platform and the sizes: measure (``benchmarks/unroll.py``; the guide
+        "Choosing unroll and the fast paths").
       resets: optional ``[T, *batch]`` bool, True where a new sequence starts: several
         sequences packed one after another in a row (``rnnjax.pack_sequences``). Forward, the
         carry is set to zeros (``cell.initial_carry``) just before ``xs[t]`` is consumed
@@ -77,6 +84,9 @@ def scan(
         ``resets: [*batch, T]`` (the batch axes are those of ``lengths`` or ``resets``; without
         them, all axes before the last two). The time axis is moved to the front and back at
         the boundary; the loop is the same.
+      impl: ``"auto"`` runs a registered step's fused kernel where it has one (Elman, LSTM,
+        GRU); ``"loop"`` always runs the plain ``lax.scan`` of the step (same results; use it
+        to compare, or where a kernel's transform is missing, e.g. forward mode).
 
     Returns:
       ``(carry, ys)`` with ``ys: [T, *batch, H]`` (or whatever pytree the step outputs, stacked).
@@ -98,12 +108,12 @@ def scan(
     if not check_bool("time_major", time_major):
         axis = batch_major_axis(xs, lengths, resets=resets)
         carry, ys = scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                         unroll=unroll, resets=resets_time_major(resets))
+                         unroll=unroll, resets=resets_time_major(resets), impl=impl)
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_bool("reverse", reverse)
-    if not (unroll is True or (isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1)):
-        raise ValueError(f"unroll: expected an int >= 1 or True, got {unroll!r}")
+    check_unroll(unroll)
+    fused = check_impl(impl)
     batch = None
     if lengths is not None:
         lengths, batch = check_seq_lengths(lengths, xs)
@@ -116,13 +126,14 @@ def scan(
     _registry.check_inputs(step, params, xs)
     check_step_output(step, params, carry, xs, batch)
     return _loop(step, params, carry, xs, lengths, fresh_steps(resets, lengths, xs.shape[0], reverse), reverse,
-                 unroll)
+                 unroll, fused)
 
 
-def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll):
-    """The time loop on checked arguments; ``fresh`` from ``fresh_steps`` (or None)."""
+def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll, fused=True):
+    """The time loop on checked arguments; ``fresh`` from ``fresh_steps`` (or None); ``fused``:
+    whether a registered fused kernel may run."""
     num_steps, batch = xs.shape[0], tuple(xs.shape[1:-1])
-    kernel = _registry.fused_kernel(step, params, carry)
+    kernel = _registry.fused_kernel(step, params, carry) if fused else None
     if kernel is not None:
         if lengths is not None:  # the kernels flatten every axis before the features into one
             lengths = broadcast_lengths(lengths, batch)
@@ -203,6 +214,8 @@ def truncated_scan(
     resets: Array | None = None,
     reverse: bool = False,
     time_major: bool = True,
+    unroll: int | bool = 1,
+    impl: str = "auto",
 ):
     """``rnnjax.scan`` with gradients truncated every ``truncate`` steps, and carry resets.
 
@@ -232,6 +245,7 @@ def truncated_scan(
       reverse: run from step ``T - 1`` back to step 0 (chunks too: the last one first).
       time_major: False for batch-major ``xs: [*batch, T, I]``, ``resets: [*batch, T]`` and
         ``ys`` (see ``rnnjax.scan``).
+      unroll, impl: as in ``rnnjax.scan``, for the loop inside each chunk.
 
     Returns:
       ``(carry, ys)`` as ``rnnjax.scan``.
@@ -246,11 +260,13 @@ def truncated_scan(
     if not check_bool("time_major", time_major):
         axis = batch_major_axis(xs, resets=resets)
         carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate,
-                                   resets=resets_time_major(resets), reverse=reverse)
+                                   resets=resets_time_major(resets), reverse=reverse, unroll=unroll, impl=impl)
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("truncate", truncate, allow_none=True)
     check_bool("reverse", reverse)
+    check_unroll(unroll)
+    fused = check_impl(impl)
     num_steps = xs.shape[0]
     if resets is not None:
         resets, batch = check_resets(resets, xs)
@@ -261,7 +277,7 @@ def truncated_scan(
 
     def run(c, chunk_inputs):  # each chunk is a scan: built-in cells take their fused kernels
         chunk_xs, chunk_fresh = chunk_inputs
-        return _loop(step, params, c, chunk_xs, None, chunk_fresh, reverse, 1)
+        return _loop(step, params, c, chunk_xs, None, chunk_fresh, reverse, unroll, fused)
 
     def chunk(c, chunk_inputs):
         return run(lax.stop_gradient(c), chunk_inputs)
@@ -312,6 +328,8 @@ def remat_scan(
     segment: int | None = None,
     resets: Array | None = None,
     time_major: bool = True,
+    unroll: int | bool = 1,
+    impl: str = "auto",
 ):
     """``rnnjax.scan`` with gradient checkpointing: same values and gradients, less memory.
 
@@ -328,6 +346,7 @@ def remat_scan(
       segment: steps per rematerialised segment (``>= 1``).
       resets: optional ``[T, *batch]`` bool, as in ``rnnjax.scan`` (packed sequences).
       time_major: False for batch-major ``xs``/``ys``/``resets`` (see ``rnnjax.scan``).
+      unroll, impl: as in ``rnnjax.scan``, for the loop inside each segment.
 
     Returns:
       ``(carry, ys)`` exactly as ``rnnjax.scan``.
@@ -342,11 +361,13 @@ def remat_scan(
     if not check_bool("time_major", time_major):
         axis = batch_major_axis(xs, lengths, resets=resets)
         carry, ys = remat_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
-                               segment=segment, resets=resets_time_major(resets))
+                               segment=segment, resets=resets_time_major(resets), unroll=unroll, impl=impl)
         return carry, time_to(ys, axis)
     check_xs(xs)
     check_int("segment", segment, allow_none=True)
     check_bool("reverse", reverse)
+    check_unroll(unroll)
+    fused = check_impl(impl)
     num_steps = xs.shape[0]
     if lengths is not None:
         lengths, _ = check_seq_lengths(lengths, xs)
@@ -363,7 +384,7 @@ def remat_scan(
         seg_lengths = None if lengths is None else jnp.clip(lengths - t0, 0, x.shape[0])
 
         def run_segment(p, c, x, f, seg_lengths):
-            return _loop(step, p, c, x, seg_lengths, f, reverse, 1)
+            return _loop(step, p, c, x, seg_lengths, f, reverse, unroll, fused)
 
         return jax.checkpoint(run_segment, prevent_cse=prevent_cse)(p, c, x, f, seg_lengths)
 

@@ -15,7 +15,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax._checks import check_array, check_bool, check_int, check_key, check_lengths
+from rnnjax._checks import (
+    check_array,
+    check_bool,
+    check_impl,
+    check_int,
+    check_key,
+    check_lengths,
+    check_unroll,
+)
 from rnnjax.attention import Attention, attend, check_attention
 from rnnjax.cells import Cell
 from rnnjax.compose import DenseParams, SeqModel, carry_hidden, dense, dense_init, rnn
@@ -92,6 +100,8 @@ def seq2seq(
     embed_size: int,
     attention: Attention | None = None,
     time_major: bool = True,
+    unroll: int | bool = 1,
+    impl: str = "auto",
 ) -> Seq2Seq:
     """A token-to-token encoder–decoder, with attention or with a single context vector.
 
@@ -121,6 +131,9 @@ def seq2seq(
         ``K``; None for the context-vector model.
       time_major: False for batch-major token ids ``src: [*batch, S]``, ``tgt_in: [*batch, T]``
         and outputs ``logits: [*batch, T, V]``, ``weights: [*batch, T, S]``.
+      unroll: time steps per loop iteration of the encoder given as a ``Cell`` and of the
+        teacher-forced decoder (see ``rnnjax.scan``).
+      impl: ``"auto"`` or ``"loop"`` for the encoder given as a ``Cell`` (see ``rnnjax.scan``).
 
     Returns:
       ``Seq2Seq(init, encode, step, apply)``. Sizes are checked at ``init``: a decoder or
@@ -153,7 +166,9 @@ def seq2seq(
     embed_size = check_int("embed_size", embed_size)
     if attention is not None:
         check_attention(attention)
-    enc = rnn(encoder) if isinstance(encoder, Cell) else encoder
+    check_unroll(unroll)
+    check_impl(impl)
+    enc = rnn(encoder, unroll=unroll, impl=impl) if isinstance(encoder, Cell) else encoder
 
     check_bool("time_major", time_major)
 
@@ -240,7 +255,7 @@ def seq2seq(
             carry, logits, weights = decode_step(params, carry, emb, state.memory, state.keys, state.lengths)
             return carry, (logits, weights)
 
-        _, (logits, weights) = lax.scan(body, state.carry, embs)
+        _, (logits, weights) = lax.scan(body, state.carry, embs, unroll=unroll)
         return logits, weights  # [T, *batch, V], [T, *batch, S]
 
     def encode(params, src, *, lengths=None, train=False, key=None, resets=None, layout=None):

@@ -308,3 +308,130 @@ def test_cell_module_scan_with_carry_and_reverse(nnx):
     # the default carry is zeros
     h, _ = layer.scan(jnp.asarray(xs))
     np.testing.assert_allclose(np.asarray(h), _np_elman(params, np.zeros((2, 4)), xs, [5, 5])[0], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- unroll= and impl= on every loop and composer
+
+
+def _unrolls_in(fn, *args):
+    """Every scan's ``unroll`` in the jaxpr of ``fn(*args)``, nested ones included (from its text)."""
+    import re
+
+    return [int(u) for u in re.findall(r"unroll=(\d+)", str(jax.make_jaxpr(fn)(*args)))]
+
+
+def _user_cell(i=3, h=4):  # not registered: the plain step loop runs
+    def step(p, c, x):
+        c = jnp.tanh(x @ p + c)
+        return c, c
+
+    return rj.Cell(lambda key: jax.random.normal(key, (i, h)), lambda b=(): jnp.zeros((*b, h)), step)
+
+
+def test_unroll_reaches_every_loop_and_composer():
+    cell, xs, lengths = _user_cell(), jnp.ones((8, 2, 3)), jnp.array([8, 5])
+    p = cell.init(jax.random.key(0))
+    c0 = cell.initial_carry((2,))
+    cases = {
+        "scan": lambda u: lambda x: rj.scan(cell.step, p, c0, x, unroll=u),
+        "truncated_scan": lambda u: lambda x: rj.truncated_scan(cell.step, p, c0, x, truncate=4, unroll=u),
+        "remat_scan": lambda u: lambda x: rj.remat_scan(cell.step, p, c0, x, segment=4, unroll=u),
+        "rnn": lambda u: lambda x: rj.rnn(cell, unroll=u).apply(p, x, lengths=lengths),
+        "deep": lambda u: lambda x: rj.deep(cell, _user_cell(4, 4), unroll=u).apply((p, p[:, :4].T @ p), x),
+        "bidirectional": lambda u: lambda x: rj.bidirectional(cell, cell, unroll=u).apply(rj.BiParams(p, p), x),
+    }
+    for name, make in cases.items():
+        assert set(_unrolls_in(make(1), xs)) == {1}, name
+        unrolls = _unrolls_in(make(4), xs)
+        if name in ("truncated_scan", "remat_scan"):  # their outer loop over chunks is not a time loop
+            assert unrolls.count(4) >= 1 and unrolls.count(1) == 1, (name, unrolls)
+        else:
+            assert set(unrolls) == {4}, (name, unrolls)  # every time loop of it, none left at 1
+        np.testing.assert_allclose(make(4)(xs)[1], make(1)(xs)[1], rtol=1e-6, err_msg=name)
+    lm = rj.language_model(_user_cell(5, 4), vocab_size=6, embed_size=5, unroll=3)
+    lm_params = lm.init(jax.random.key(1))
+    assert set(_unrolls_in(lambda t: lm.apply(lm_params, t), jnp.zeros((6, 2), int))) == {3}
+    s2s = rj.seq2seq(_user_cell(4, 4), _user_cell(4 + 4, 4), src_vocab=5, tgt_vocab=5, embed_size=4, unroll=2)
+    s2s_params = s2s.init(jax.random.key(2))
+    assert set(_unrolls_in(lambda s, t: s2s.apply(s2s_params, s, t), jnp.zeros((5, 2), int),
+                           jnp.zeros((3, 2), int))) == {2}
+    for bad in (0, 1.5, False):
+        with pytest.raises(ValueError, match="unroll: expected an int >= 1 or True"):
+            rj.rnn(cell, unroll=bad)
+        with pytest.raises(ValueError, match="unroll: expected an int >= 1 or True"):
+            rj.remat_scan(cell.step, p, c0, xs, unroll=bad)
+
+
+@pytest.mark.parametrize("make", [lambda: rj.lstm(3, 4), lambda: rj.gru(3, 4), lambda: rj.elman(3, 4)])
+def test_impl_loop_turns_the_fused_kernel_off_with_the_same_results(make):
+    cell = make()
+    p, xs, lengths = cell.init(jax.random.key(0)), jax.random.normal(jax.random.key(1), (7, 2, 3)), jnp.array([7, 4])
+    jaxpr = {impl: str(jax.make_jaxpr(lambda x, impl=impl: rj.scan(cell.step, p, cell.initial_carry((2,)), x,
+                                                                    lengths=lengths, impl=impl))(xs))
+             for impl in ("auto", "loop")}
+    assert "custom_vjp_call" in jaxpr["auto"] and "custom_vjp_call" not in jaxpr["loop"]
+    for run in (lambda impl, q: rj.scan(cell.step, q, cell.initial_carry((2,)), xs, lengths=lengths, impl=impl),
+                lambda impl, q: rj.rnn(cell, reverse=True, impl=impl).apply(q, xs, lengths=lengths),
+                lambda impl, q: rj.remat_scan(cell.step, q, cell.initial_carry((2,)), xs, segment=3, impl=impl),
+                lambda impl, q: rj.truncated_scan(cell.step, q, cell.initial_carry((2,)), xs, truncate=3,
+                                                  impl=impl)):
+        out = {impl: run(impl, p) for impl in ("auto", "loop")}
+        for a, b in zip(jax.tree.leaves(out["auto"]), jax.tree.leaves(out["loop"]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        grads = {impl: jax.grad(lambda q, impl=impl, run=run: jnp.sum(jnp.sin(run(impl, q)[1])))(p)
+                 for impl in ("auto", "loop")}
+        for a, b in zip(jax.tree.leaves(grads["auto"]), jax.tree.leaves(grads["loop"]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # forward mode, which the fused kernels do not have, runs with impl="loop"
+    tangent = jax.tree.map(jnp.ones_like, p)
+    jvp = jax.jvp(lambda q: rj.rnn(cell, impl="loop").apply(q, xs)[1], (p,), (tangent,))[1]
+    assert jvp.shape == (7, 2, 4) and bool(jnp.isfinite(jvp).all())
+
+
+def test_impl_is_checked_and_excludes_parallel():
+    cell = rj.min_gru(3, 4)
+    for fn in (lambda: rj.rnn(cell, impl="fast"), lambda: rj.deep(cell, impl="fused"),
+               lambda: rj.bidirectional(cell, cell, impl=None),
+               lambda: rj.scan(cell.step, cell.init(jax.random.key(0)), cell.initial_carry(()), jnp.ones((2, 3)),
+                               impl="LOOP")):
+        with pytest.raises(ValueError, match=r"impl: expected one of \['auto', 'loop'\]"):
+            fn()
+    with pytest.raises(ValueError, match="impl: 'loop' runs the step loop, but parallel=True"):
+        rj.rnn(cell, parallel=True, impl="loop")
+
+
+# ------------------------------------------------------------- language_model(parallel=True)
+
+
+def test_language_model_parallel_equals_sequential_and_decodes_with_the_same_params():
+    """A stack of a Mamba block (parallel form), an LSTM (none) and a Hawk block: the parallel
+    apply equals the sequential one in logits and carries (lengths included), and decoding from
+    its carry continues exactly as from the sequential carry."""
+    d = 8
+    blocks = rj.stack(rj.mamba_block(d, state_size=4), rj.lstm(d, d), rj.hawk_block(d))
+    seq = rj.language_model(blocks, vocab_size=11, embed_size=d)
+    par = rj.language_model(blocks, vocab_size=11, embed_size=d, parallel=True)
+    params = jax.jit(seq.init)(jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (9, 3), 0, 11)
+    lengths = jnp.array([9, 6, 2])
+    c_seq, l_seq = jax.jit(seq.apply)(params, tokens, lengths=lengths)
+    c_par, l_par = jax.jit(par.apply)(params, tokens, lengths=lengths)
+    np.testing.assert_allclose(l_par, l_seq, rtol=2e-4, atol=2e-5)
+    assert isinstance(c_par, rj.StackedCarry)
+    for a, b in zip(jax.tree.leaves(c_par), jax.tree.leaves(c_seq), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    decode = jax.jit(lambda step, c: rj.greedy(step, params, c, tokens[-1], max_len=5)[0], static_argnums=0)
+    np.testing.assert_array_equal(decode(par.step, c_par), decode(seq.step, c_seq))
+    # the blocks run their parallel forms, with no time loop left
+    only_blocks = rj.stack(rj.mamba_block(d, state_size=4), rj.hawk_block(d))
+    scans = [str(jax.make_jaxpr(lm.apply)(jax.eval_shape(lm.init, jax.random.key(0)), tokens)).count(" scan[")
+             for lm in (rj.language_model(only_blocks, 11, embed_size=d),
+                        rj.language_model(only_blocks, 11, embed_size=d, parallel=True))]
+    assert scans == [1, 0]
+    # deep(...) of the same layers has the same params as the stack
+    deep = rj.deep(*(rj.rnn(c, parallel=rj.has_parallel_form(c)) for c in rj.stack_layers(blocks)))
+    for a, b in zip(jax.tree.leaves(jax.jit(deep.init)(jax.random.key(5))),
+                    jax.tree.leaves(jax.jit(blocks.init)(jax.random.key(5))), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="parallel: expected a cell with a parallel-in-time form, or a stack"):
+        rj.language_model(rj.stack(rj.lstm(4, 4)), vocab_size=5, embed_size=4, parallel=True)
