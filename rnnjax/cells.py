@@ -179,10 +179,54 @@ def matmul(a: Array, w: Array, dtype=None) -> Array:
 
     ``dtype=None`` is the product of the operands as they are (promoted, e.g. float32 for a
     float32 input and bfloat16 weights).
+
+    With ``dtype``, the backward pass multiplies in ``dtype`` too: the two products of the
+    gradient (``∂a = g wᵀ``, ``∂w = aᵀ g``) take ``g`` cast to ``dtype``, as the fused kernels'
+    hand-written backward passes do. Left to JAX, the transpose of a product with a float32
+    result takes the float32 cotangent, so every backward product of a bf16 policy ran in
+    float32. The rule is a ``custom_jvp`` (forward mode works; reverse mode transposes it):
+    the tangent products are ``dtype x dtype`` with a ``dtype`` result (XLA accumulates a bf16
+    product in float32 and rounds once), so the backward products are ``dtype x dtype`` and
+    the gradients reaching float32 params are cast back to float32.
     """
     if dtype is None:
         return a @ w
-    return jnp.matmul(a.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+    return policy_product(jnp.matmul, a, w, dtype)
+
+
+def policy_product(product: Callable, a: Array, w: Array, dtype) -> Array:
+    """``product(a, w)`` with both operands in ``dtype`` and the result in float32, and the
+    backward products in ``dtype`` too (see :func:`matmul`). ``product(a, w, *,
+    preferred_element_type)`` is bilinear: ``jnp.matmul``, an einsum, a convolution; pass the
+    same function object for the same product, so that traces are cached alike."""
+    return _low_product(product, a, w, jnp.dtype(dtype))
+
+
+def contract(spec: str, a: Array, w: Array, dtype=None) -> Array:
+    """``jnp.einsum(spec, a, w)`` under the precision policy of :func:`matmul` (forward and
+    backward products in ``dtype``, accumulated in float32)."""
+    if dtype is None:
+        return jnp.einsum(spec, a, w)
+    return policy_product(_EINSUMS.setdefault(spec, functools.partial(jnp.einsum, spec)), a, w, dtype)
+
+
+_EINSUMS: dict[str, Callable] = {}  # one function per spec, so that traces of a spec are cached alike
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 3))
+def _low_product(product: Callable, a: Array, w: Array, dtype) -> Array:
+    return product(a.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+@_low_product.defjvp
+def _low_product_jvp(product, dtype, primals, tangents):
+    a, w = primals
+    da, dw = tangents
+
+    def low(x, y):  # linear in the tangent: its transpose is a backward product in dtype
+        return product(x.astype(dtype), y.astype(dtype), preferred_element_type=dtype).astype(jnp.float32)
+
+    return _low_product(product, a, w, dtype), low(da, w) + low(a, dw)
 
 
 def elman_step(params: ElmanParams, h: Array, x: Array, *, activation=jnp.tanh, dtype=None):

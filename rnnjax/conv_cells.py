@@ -30,8 +30,9 @@ dtype) and ``carry_dtype``.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -55,6 +56,7 @@ from rnnjax.cells import (
     gate_blocks,
     glorot_uniform,
     orthogonal,
+    policy_product,
     precision_step,
     zeros,
 )
@@ -87,21 +89,29 @@ class ConvGRUParams(NamedTuple):
 def conv_same(x: Array, w: Array, dtype=None) -> Array:
     """``x [*batch, *spatial, C] ⋆ w [*K, C, O] -> [*batch, *spatial, O]``, stride 1, "SAME".
 
-    With ``dtype``, both operands are cast to it and the products accumulated in float32 (as
-    ``rnnjax.cells.matmul``); None: the operands' promoted dtype.
+    With ``dtype``, both operands are cast to it and the products accumulated in float32, the
+    backward ones too (``rnnjax.cells.policy_product``, as ``rnnjax.cells.matmul``); None: the
+    operands' promoted dtype.
     """
     n = w.ndim - 2
     lead = x.shape[: x.ndim - n - 1]
     flat = x.reshape((math.prod(lead),) + x.shape[x.ndim - n - 1 :])
+    conv = _conv(n)
+    if dtype is None:
+        dtype = jnp.result_type(x.dtype, w.dtype)
+        out = conv(flat.astype(dtype), w.astype(dtype))
+    else:
+        out = policy_product(conv, flat, w, dtype)
+    return out.reshape(lead + out.shape[1:])
+
+
+@functools.cache
+def _conv(n: int) -> Callable:
+    """The stride-1 "SAME" convolution over ``n`` spatial axes, channels last (one function per ``n``)."""
     spec = (0, n + 1, *range(1, n + 1))  # N, C, spatial...
     numbers = lax.ConvDimensionNumbers(lhs_spec=spec, rhs_spec=(n + 1, n, *range(n)), out_spec=spec)
-    if dtype is None:
-        dtype, accumulate = jnp.result_type(x.dtype, w.dtype), None
-    else:
-        accumulate = jnp.float32
-    out = lax.conv_general_dilated(flat.astype(dtype), w.astype(dtype), (1,) * n, "SAME",
-                                   dimension_numbers=numbers, preferred_element_type=accumulate)
-    return out.reshape(lead + out.shape[1:])
+    return functools.partial(lax.conv_general_dilated, window_strides=(1,) * n, padding="SAME",
+                             dimension_numbers=numbers)
 
 
 # ----------------------------------------------------------------------------- checks

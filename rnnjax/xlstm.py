@@ -35,7 +35,7 @@ from rnnjax._checks import (
     fresh_steps,
     steps_mask,
 )
-from rnnjax.cells import Cell, matmul
+from rnnjax.cells import Cell, contract, matmul
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
 
 Array = jax.Array
@@ -499,11 +499,7 @@ def slstm_step(params: SLSTMParams, carry: SLSTMState, x: Array, *, dtype=None):
     """
     heads, d, batch = _check_slstm(params, carry, x)
     h = carry.h.reshape(batch + (heads, d))
-    if dtype is None:
-        rec = jnp.einsum("...hd,hde->...he", h, params.r)  # [*, heads, 4d], per head gates i, f, z, o
-    else:
-        rec = jnp.einsum("...hd,hde->...he", h.astype(dtype), params.r.astype(dtype),
-                         preferred_element_type=jnp.float32)
+    rec = contract("...hd,hde->...he", h, params.r, dtype)  # [*, heads, 4d], per head gates i, f, z, o
     rec = jnp.swapaxes(rec.reshape(batch + (heads, 4, d)), -3, -2).reshape(batch + (4 * heads * d,))
     pre = matmul(x, params.w_ih, dtype) + rec + params.b
     i_t, f_t, z_t, o_t = jnp.split(pre, 4, axis=-1)
