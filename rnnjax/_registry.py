@@ -109,21 +109,24 @@ def _builtins() -> None:
                   keywords=_DTYPE)
     register_step(conv_cells.conv_gru_step, params=conv_cells.ConvGRUParams, keywords=_DTYPE)
     # gated linear recurrences and xLSTM: a sequential step and a parallel form each (sLSTM: none)
-    register_step(linear_rnn.lru_step, params=linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel)
-    register_step(linear_rnn.rg_lru_step, params=linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel)
+    register_step(linear_rnn.lru_step, params=linear_rnn.LRUParams, parallel=linear_rnn.lru_parallel,
+                  keywords=_DTYPE)
+    register_step(linear_rnn.rg_lru_step, params=linear_rnn.RGLRUParams, parallel=linear_rnn.rg_lru_parallel,
+                  keywords=_DTYPE)
     register_step(linear_rnn.selective_ssm_step, params=linear_rnn.SelectiveSSMParams,
-                  parallel=linear_rnn.selective_ssm_parallel)
+                  parallel=linear_rnn.selective_ssm_parallel, keywords=_DTYPE)
     register_step(xlstm.mlstm_step, params=xlstm.MLSTMParams, carry=xlstm.MLSTMState, parallel=xlstm.mlstm_parallel,
                   keywords=_DTYPE)
     register_step(xlstm.slstm_step, params=xlstm.SLSTMParams, carry=xlstm.SLSTMState, keywords=_DTYPE)
     # the papers' residual blocks (their carries hold the causal convolution's last inputs)
     register_step(blocks.mamba_block_step, params=blocks.MambaBlockParams, carry=blocks.MambaBlockState,
-                  parallel=blocks.mamba_block_parallel)
+                  parallel=blocks.mamba_block_parallel, keywords=_DTYPE)
     register_step(blocks.hawk_block_step, params=blocks.HawkBlockParams, carry=blocks.HawkBlockState,
-                  parallel=blocks.hawk_block_parallel)
+                  parallel=blocks.hawk_block_parallel, keywords=_DTYPE)
     register_step(blocks.mlstm_block_step, params=blocks.MLSTMBlockParams, carry=blocks.MLSTMBlockState,
-                  parallel=blocks.mlstm_block_parallel)
-    register_step(blocks.slstm_block_step, params=blocks.SLSTMBlockParams, carry=blocks.SLSTMBlockState)
+                  parallel=blocks.mlstm_block_parallel, keywords=_DTYPE)
+    register_step(blocks.slstm_block_step, params=blocks.SLSTMBlockParams, carry=blocks.SLSTMBlockState,
+                  keywords=_DTYPE)
 
 
 def _table() -> dict[Callable, Entry]:

@@ -29,7 +29,7 @@ from rnnjax._checks import (
     check_shape,
     steps_mask,
 )
-from rnnjax.cells import Cell
+from rnnjax.cells import Cell, check_precision, matmul, policy_step
 from rnnjax.linear_rnn import (
     RGLRUParams,
     SelectiveSSMParams,
@@ -242,15 +242,22 @@ def causal_conv(params: CausalConvParams, buf: Array, xs: Array, lengths: Array 
     return jnp.moveaxis(new_buf, 0, -2), ys
 
 
-def gated_mlp(params: GatedMLPParams, x: Array) -> Array:
+def gated_mlp(params: GatedMLPParams, x: Array, dtype=None) -> Array:
     """Gated MLP with GeLU: ``(gelu(x W_gate) ⊙ (x W_up)) W_down`` (Shazeer 2020, GeGLU).
 
     >>> p = GatedMLPParams(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((3, 2)))
     >>> gated_mlp(p, jnp.zeros(2))
     Array([0., 0.], dtype=float32)
     """
-    return (jax.nn.gelu(x @ params.w_gate) * (x @ params.w_up)) @ params.w_down
+    hidden = jax.nn.gelu(matmul(x, params.w_gate, dtype)) * matmul(x, params.w_up, dtype)
+    return matmul(hidden, params.w_down, dtype)
 
+
+
+def _policy_block(step, param_dtype, dtype, carry_dtype):
+    """The block's step with its compute ``dtype`` bound (the three dtypes checked)."""
+    check_precision(param_dtype, dtype, carry_dtype)
+    return policy_step(step, dtype)
 
 
 def _param_dtype(param_dtype: Any, carry_dtype: Any) -> Any:
@@ -304,7 +311,7 @@ def _zero_padding(ys: Array, lengths) -> Array:
 # ---------------------------------------------------------------------------- Mamba block
 
 
-def mamba_block_step(params: MambaBlockParams, carry: MambaBlockState, x: Array):
+def mamba_block_step(params: MambaBlockParams, carry: MambaBlockState, x: Array, *, dtype=None):
     """One step of the Mamba residual block.
 
     ::
@@ -329,15 +336,15 @@ def mamba_block_step(params: MambaBlockParams, carry: MambaBlockState, x: Array)
     """
     _check_block_carry(carry, MambaBlockState)
     _check_block_x(x, params.norm.shape[0])
-    u, z = jnp.split(rms_norm(x, params.norm) @ params.w_in, 2, axis=-1)
+    u, z = jnp.split(matmul(rms_norm(x, params.norm), params.w_in, dtype), 2, axis=-1)
     conv, u = causal_conv_step(params.conv, carry.conv, u)
-    ssm, y = selective_ssm_step(params.ssm, carry.ssm, jax.nn.silu(u))
-    out = x + (y * jax.nn.silu(z)) @ params.w_out
+    ssm, y = selective_ssm_step(params.ssm, carry.ssm, jax.nn.silu(u), dtype=dtype)
+    out = x + matmul(y * jax.nn.silu(z), params.w_out, dtype)
     return MambaBlockState(conv, ssm), out.astype(x.dtype)
 
 
 def mamba_block_parallel(params: MambaBlockParams, carry: MambaBlockState, xs: Array,
-                         lengths: Array | None = None, reverse: bool = False):
+                         lengths: Array | None = None, reverse: bool = False, *, dtype=None):
     """``mamba_block_step`` over a whole sequence: the convolution at once, the SSM as one
     associative scan. Same arguments and results as ``rnnjax.scan(mamba_block_step, ...)``.
 
@@ -350,19 +357,19 @@ def mamba_block_parallel(params: MambaBlockParams, carry: MambaBlockState, xs: A
     _check_seq(xs, reverse)
     _check_block_carry(carry, MambaBlockState)
     _check_block_x(xs[0], params.norm.shape[0])
-    return _mamba_block_parallel(params, carry, xs, lengths, reverse)
+    return _mamba_block_parallel(params, carry, xs, lengths, reverse, dtype)
 
 
-@partial(jax.jit, static_argnums=4)
-def _mamba_block_parallel(params, carry, xs, lengths, reverse):
+@partial(jax.jit, static_argnums=(4, 5))
+def _mamba_block_parallel(params, carry, xs, lengths, reverse, dtype):
     if lengths is not None:
         lengths = jnp.clip(lengths, 0, xs.shape[0])
     if reverse:
         xs = flip_sequences(xs, lengths)
-    u, z = jnp.split(rms_norm(xs, params.norm) @ params.w_in, 2, axis=-1)
+    u, z = jnp.split(matmul(rms_norm(xs, params.norm), params.w_in, dtype), 2, axis=-1)
     conv, u = causal_conv(params.conv, carry.conv, u, lengths)
-    ssm, y = selective_ssm_parallel(params.ssm, carry.ssm, jax.nn.silu(u), lengths, False)
-    ys = _zero_padding(xs + (y * jax.nn.silu(z)) @ params.w_out, lengths)
+    ssm, y = selective_ssm_parallel(params.ssm, carry.ssm, jax.nn.silu(u), lengths, False, dtype=dtype)
+    ys = _zero_padding(xs + matmul(y * jax.nn.silu(z), params.w_out, dtype), lengths)
     if reverse:
         ys = flip_sequences(ys, lengths)
     return MambaBlockState(conv, ssm), ys.astype(xs.dtype)
@@ -377,6 +384,7 @@ def mamba_block(
     dt_rank: int | None = None,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """The Mamba residual block of width ``d_model``; see ``mamba_block_step``.
 
@@ -386,11 +394,17 @@ def mamba_block(
     and the convolution as PyTorch's defaults ``U(±1/sqrt(fan_in))`` (Mamba's reference code),
     the norm's scale 1.
 
+    Precision (``param_dtype``, ``dtype``, ``carry_dtype``, as every factory): with ``dtype``
+    the products with weights (projections, the inner cell's, the MLP) run in it, forward and
+    backward, accumulated in float32; the norms, the convolution, the gates and the state stay
+    in float32.
+
     >>> import rnnjax as rj
     >>> model = rj.deep(mamba_block(16), mamba_block(16))     # two residual blocks
     >>> model.apply(model.init(jax.random.key(0)), jnp.ones((5, 2, 16)))[1].shape
     (5, 2, 16)
     """
+    step = _policy_block(mamba_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expand", expand)
@@ -413,13 +427,13 @@ def mamba_block(
         batch = check_batch_shape(batch_shape)
         return MambaBlockState(jnp.zeros(batch + (k - 1, e), carry_dtype), ssm_cell.initial_carry(batch))
 
-    return Cell(init, initial_carry, mamba_block_step)
+    return Cell(init, initial_carry, step)
 
 
 # ----------------------------------------------------------------------------- Hawk block
 
 
-def hawk_block_step(params: HawkBlockParams, carry: HawkBlockState, x: Array):
+def hawk_block_step(params: HawkBlockParams, carry: HawkBlockState, x: Array, *, dtype=None):
     """One step of Hawk's residual block: RG-LRU temporal mixing, then a gated MLP.
 
     ::
@@ -446,15 +460,15 @@ def hawk_block_step(params: HawkBlockParams, carry: HawkBlockState, x: Array):
     _check_block_carry(carry, HawkBlockState)
     _check_block_x(x, params.norm1.shape[0])
     h = rms_norm(x, params.norm1)
-    conv, u = causal_conv_step(params.conv, carry.conv, h @ params.w_x)
-    rnn, r = rg_lru_step(params.rnn, carry.rnn, u)
-    x2 = x + (r * jax.nn.gelu(h @ params.w_gate)) @ params.w_out
-    out = x2 + gated_mlp(params.mlp, rms_norm(x2, params.norm2))
+    conv, u = causal_conv_step(params.conv, carry.conv, matmul(h, params.w_x, dtype))
+    rnn, r = rg_lru_step(params.rnn, carry.rnn, u, dtype=dtype)
+    x2 = x + matmul(r * jax.nn.gelu(matmul(h, params.w_gate, dtype)), params.w_out, dtype)
+    out = x2 + gated_mlp(params.mlp, rms_norm(x2, params.norm2), dtype)
     return HawkBlockState(conv, rnn), out.astype(x.dtype)
 
 
 def hawk_block_parallel(params: HawkBlockParams, carry: HawkBlockState, xs: Array,
-                        lengths: Array | None = None, reverse: bool = False):
+                        lengths: Array | None = None, reverse: bool = False, *, dtype=None):
     """``hawk_block_step`` over a whole sequence (the RG-LRU as one associative scan). Same
     arguments and results as ``rnnjax.scan(hawk_block_step, ...)``.
 
@@ -467,20 +481,20 @@ def hawk_block_parallel(params: HawkBlockParams, carry: HawkBlockState, xs: Arra
     _check_seq(xs, reverse)
     _check_block_carry(carry, HawkBlockState)
     _check_block_x(xs[0], params.norm1.shape[0])
-    return _hawk_block_parallel(params, carry, xs, lengths, reverse)
+    return _hawk_block_parallel(params, carry, xs, lengths, reverse, dtype)
 
 
-@partial(jax.jit, static_argnums=4)
-def _hawk_block_parallel(params, carry, xs, lengths, reverse):
+@partial(jax.jit, static_argnums=(4, 5))
+def _hawk_block_parallel(params, carry, xs, lengths, reverse, dtype):
     if lengths is not None:
         lengths = jnp.clip(lengths, 0, xs.shape[0])
     if reverse:
         xs = flip_sequences(xs, lengths)
     h = rms_norm(xs, params.norm1)
-    conv, u = causal_conv(params.conv, carry.conv, h @ params.w_x, lengths)
-    rnn, r = rg_lru_parallel(params.rnn, carry.rnn, u, lengths, False)
-    x2 = xs + (r * jax.nn.gelu(h @ params.w_gate)) @ params.w_out
-    ys = _zero_padding(x2 + gated_mlp(params.mlp, rms_norm(x2, params.norm2)), lengths)
+    conv, u = causal_conv(params.conv, carry.conv, matmul(h, params.w_x, dtype), lengths)
+    rnn, r = rg_lru_parallel(params.rnn, carry.rnn, u, lengths, False, dtype=dtype)
+    x2 = xs + matmul(r * jax.nn.gelu(matmul(h, params.w_gate, dtype)), params.w_out, dtype)
+    ys = _zero_padding(x2 + gated_mlp(params.mlp, rms_norm(x2, params.norm2), dtype), lengths)
     if reverse:
         ys = flip_sequences(ys, lengths)
     return HawkBlockState(conv, rnn), ys.astype(xs.dtype)
@@ -494,6 +508,7 @@ def hawk_block(
     conv_size: int = 4,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """Hawk's residual block of width ``d_model``; see ``hawk_block_step``.
 
@@ -501,10 +516,16 @@ def hawk_block(
     width 4. The RG-LRU is initialised as ``rnnjax.rg_lru``; projections LeCun-normal
     (``N(0, 1/fan_in)``), the convolution ``U(±1/sqrt(K))``, norm scales 1.
 
+    Precision (``param_dtype``, ``dtype``, ``carry_dtype``, as every factory): with ``dtype``
+    the products with weights (projections, the inner cell's, the MLP) run in it, forward and
+    backward, accumulated in float32; the norms, the convolution, the gates and the state stay
+    in float32.
+
     >>> block = hawk_block(12)
     >>> jax.eval_shape(block.init, jax.random.key(0)).mlp.w_up.shape
     (12, 36)
     """
+    step = _policy_block(hawk_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     r = math.ceil(4 * d / 3) if rnn_width is None else check_int("rnn_width", rnn_width)
@@ -530,7 +551,7 @@ def hawk_block(
         batch = check_batch_shape(batch_shape)
         return HawkBlockState(jnp.zeros(batch + (k - 1, r), carry_dtype), rnn_cell.initial_carry(batch))
 
-    return Cell(init, initial_carry, hawk_block_step)
+    return Cell(init, initial_carry, step)
 
 
 # ---------------------------------------------------------------------------- xLSTM blocks
@@ -549,22 +570,22 @@ def _head_norm(h: Array, scale: Array, heads: int) -> Array:
     return _layer_norm(split, 1.0).reshape(h.shape) * scale
 
 
-def _mlstm_block_inputs(params: MLSTMBlockParams, xm: Array, c: Array):
+def _mlstm_block_inputs(params: MLSTMBlockParams, xm: Array, c: Array, dtype=None):
     heads = params.w_i.shape[1]
     e = params.w_q.shape[1]
     d = e // heads
     split = c.shape[:-1] + (heads, d)
-    q, k, v = c @ params.w_q, c @ params.w_k, xm @ params.w_v
+    q, k, v = matmul(c, params.w_q, dtype), matmul(c, params.w_k, dtype), matmul(xm, params.w_v, dtype)
     gate_in = jnp.concatenate([q, k, v], axis=-1)
-    i_tilde = gate_in @ params.w_i + params.b_i
-    log_f = jax.nn.log_sigmoid(gate_in @ params.w_f + params.b_f)
+    i_tilde = matmul(gate_in, params.w_i, dtype) + params.b_i
+    log_f = jax.nn.log_sigmoid(matmul(gate_in, params.w_f, dtype) + params.b_f)
     return q.reshape(split), (k / math.sqrt(d)).reshape(split), v.reshape(split), i_tilde, log_f
 
 
-def _mlstm_block_out(params: MLSTMBlockParams, x, h_tilde, c, z):
+def _mlstm_block_out(params: MLSTMBlockParams, x, h_tilde, c, z, dtype=None):
     heads = params.w_i.shape[1]
     h = _head_norm(h_tilde.reshape(h_tilde.shape[:-2] + (-1,)), params.out_norm, heads)
-    return x + ((h + params.skip * c) * jax.nn.silu(z)) @ params.w_down
+    return x + matmul((h + params.skip * c) * jax.nn.silu(z), params.w_down, dtype)
 
 
 def _check_mlstm_block_carry(carry: Any) -> None:
@@ -572,7 +593,7 @@ def _check_mlstm_block_carry(carry: Any) -> None:
     _check_block_carry(carry.cell, MLSTMState)
 
 
-def mlstm_block_step(params: MLSTMBlockParams, carry: MLSTMBlockState, x: Array):
+def mlstm_block_step(params: MLSTMBlockParams, carry: MLSTMBlockState, x: Array, *, dtype=None):
     """One step of the xLSTM mLSTM block (pre up-projection).
 
     ::
@@ -601,15 +622,16 @@ def mlstm_block_step(params: MLSTMBlockParams, carry: MLSTMBlockState, x: Array)
     """
     _check_mlstm_block_carry(carry)
     _check_block_x(x, params.norm.shape[0])
-    xm, z = jnp.split(_layer_norm(x, params.norm) @ params.w_up, 2, axis=-1)
+    xm, z = jnp.split(matmul(_layer_norm(x, params.norm), params.w_up, dtype), 2, axis=-1)
     conv, c = causal_conv_step(params.conv, carry.conv, xm)
     c = jax.nn.silu(c)
-    cell, h_tilde = mlstm_memory(carry.cell, *_mlstm_block_inputs(params, xm, c))
-    return MLSTMBlockState(conv, cell), _mlstm_block_out(params, x, h_tilde, c, z).astype(x.dtype)
+    cell, h_tilde = mlstm_memory(carry.cell, *_mlstm_block_inputs(params, xm, c, dtype))
+    return MLSTMBlockState(conv, cell), _mlstm_block_out(params, x, h_tilde, c, z, dtype).astype(x.dtype)
 
 
 def mlstm_block_parallel(params: MLSTMBlockParams, carry: MLSTMBlockState, xs: Array,
-                         lengths: Array | None = None, reverse: bool = False, *, chunk_size: int = 64):
+                         lengths: Array | None = None, reverse: bool = False, *, chunk_size: int = 64,
+                         dtype=None):
     """``mlstm_block_step`` over a whole sequence, the memory in the chunkwise-parallel form of
     ``rnnjax.mlstm_parallel``. Same arguments and results as ``rnnjax.scan(mlstm_block_step, ...)``.
 
@@ -622,20 +644,20 @@ def mlstm_block_parallel(params: MLSTMBlockParams, carry: MLSTMBlockState, xs: A
     _check_seq(xs, reverse)
     _check_mlstm_block_carry(carry)
     _check_block_x(xs[0], params.norm.shape[0])
-    return _mlstm_block_parallel(params, carry, xs, lengths, reverse, check_int("chunk_size", chunk_size))
+    return _mlstm_block_parallel(params, carry, xs, lengths, reverse, check_int("chunk_size", chunk_size), dtype)
 
 
-@partial(jax.jit, static_argnums=(4, 5))
-def _mlstm_block_parallel(params, carry, xs, lengths, reverse, chunk_size):
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def _mlstm_block_parallel(params, carry, xs, lengths, reverse, chunk_size, dtype):
     if lengths is not None:
         lengths = jnp.clip(lengths, 0, xs.shape[0])
     if reverse:
         xs = flip_sequences(xs, lengths)
-    xm, z = jnp.split(_layer_norm(xs, params.norm) @ params.w_up, 2, axis=-1)
+    xm, z = jnp.split(matmul(_layer_norm(xs, params.norm), params.w_up, dtype), 2, axis=-1)
     conv, c = causal_conv(params.conv, carry.conv, xm, lengths)
     c = jax.nn.silu(c)
-    cell, h_tilde = mlstm_chunkwise(carry.cell, _mlstm_block_inputs(params, xm, c), lengths, chunk_size)
-    ys = _zero_padding(_mlstm_block_out(params, xs, h_tilde, c, z), lengths)
+    cell, h_tilde = mlstm_chunkwise(carry.cell, _mlstm_block_inputs(params, xm, c, dtype), lengths, chunk_size)
+    ys = _zero_padding(_mlstm_block_out(params, xs, h_tilde, c, z, dtype), lengths)
     if reverse:
         ys = flip_sequences(ys, lengths)
     return MLSTMBlockState(conv, cell), ys.astype(xs.dtype)
@@ -654,6 +676,7 @@ def mlstm_block(
     conv_size: int = 4,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """The xLSTM mLSTM block of width ``d_model``; see ``mlstm_block_step``.
 
@@ -662,9 +685,15 @@ def mlstm_block(
     gate weights zero, input-gate biases ``N(0, 0.1²)``, forget-gate biases evenly spaced in
     ``[3, 6]``, the skip and norm scales 1, the convolution ``U(±1/sqrt(K))``.
 
+    Precision (``param_dtype``, ``dtype``, ``carry_dtype``, as every factory): with ``dtype``
+    the products with weights (projections, the inner cell's, the MLP) run in it, forward and
+    backward, accumulated in float32; the norms, the convolution, the gates and the state stay
+    in float32.
+
     >>> jax.eval_shape(mlstm_block(16).init, jax.random.key(0)).w_i.shape   # [3E, heads]
     (96, 4)
     """
+    step = _policy_block(mlstm_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expansion", expansion)
@@ -699,7 +728,7 @@ def mlstm_block(
         return MLSTMBlockState(z(batch + (k - 1, e)),
                                MLSTMState(z(batch + (heads, dh, dh)), z(batch + (heads, dh)), z(batch + (heads,))))
 
-    return Cell(init, initial_carry, mlstm_block_step)
+    return Cell(init, initial_carry, step)
 
 
 def _slstm_input_mask(d: int, dtype) -> Array:
@@ -708,7 +737,7 @@ def _slstm_input_mask(d: int, dtype) -> Array:
     return jnp.concatenate([top, 1.0 - top], axis=0).astype(dtype)
 
 
-def slstm_block_step(params: SLSTMBlockParams, carry: SLSTMBlockState, x: Array):
+def slstm_block_step(params: SLSTMBlockParams, carry: SLSTMBlockState, x: Array, *, dtype=None):
     """One step of the xLSTM sLSTM block (post up-projection).
 
     ::
@@ -741,10 +770,10 @@ def slstm_block_step(params: SLSTMBlockParams, carry: SLSTMBlockState, x: Array)
     h = _layer_norm(x, params.norm1)
     conv, c = causal_conv_step(params.conv, carry.conv, h)
     cell_params = params.cell._replace(w_ih=params.cell.w_ih * _slstm_input_mask(d, params.cell.w_ih.dtype))
-    cell, y = slstm_step(cell_params, carry.cell, jnp.concatenate([jax.nn.silu(c), h], axis=-1))
+    cell, y = slstm_step(cell_params, carry.cell, jnp.concatenate([jax.nn.silu(c), h], axis=-1), dtype=dtype)
     heads = params.cell.r.shape[0]
     x2 = x + _head_norm(y, params.out_norm, heads)
-    out = x2 + gated_mlp(params.mlp, _layer_norm(x2, params.norm2))
+    out = x2 + gated_mlp(params.mlp, _layer_norm(x2, params.norm2), dtype)
     return SLSTMBlockState(conv, cell), out.astype(x.dtype)
 
 
@@ -756,6 +785,7 @@ def slstm_block(
     mlp_size: int | None = None,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """The xLSTM sLSTM block of width ``d_model``; see ``slstm_block_step``.
 
@@ -763,9 +793,15 @@ def slstm_block(
     sLSTM is initialised as ``rnnjax.slstm`` (its input-weight blocks that the mask removes are
     zero), the MLP "small init" ``N(0, 2/(5·fan_in))``, norm scales 1.
 
+    Precision (``param_dtype``, ``dtype``, ``carry_dtype``, as every factory): with ``dtype``
+    the products with weights (projections, the inner cell's, the MLP) run in it, forward and
+    backward, accumulated in float32; the norms, the convolution, the gates and the state stay
+    in float32.
+
     >>> jax.eval_shape(slstm_block(12).init, jax.random.key(0)).mlp.w_up.shape
     (12, 16)
     """
+    step = _policy_block(slstm_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     k = check_int("conv_size", conv_size)
@@ -790,7 +826,7 @@ def slstm_block(
         batch = check_batch_shape(batch_shape)
         return SLSTMBlockState(jnp.zeros(batch + (k - 1, d), carry_dtype), cell.initial_carry(batch))
 
-    return Cell(init, initial_carry, slstm_block_step)
+    return Cell(init, initial_carry, step)
 
 
 PARALLEL = {

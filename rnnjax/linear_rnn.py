@@ -42,7 +42,7 @@ from rnnjax._checks import (
     steps_mask,
 )
 from rnnjax._parallel_scan import affine_scan
-from rnnjax.cells import Cell
+from rnnjax.cells import Cell, matmul, precision_step
 from rnnjax.scan import flip_sequences, scan  # noqa: F401  (scan: in the examples)
 
 Array = jax.Array
@@ -120,14 +120,14 @@ def _check_matrix(name: str, w: Any, rows: int | None, cols: int | None, what: s
         raise ValueError(f"{name}: expected shape [{shown[0]}, {shown[1]}] ({what}), got {tuple(w.shape)}")
 
 
-def _channels_input(params, x: Array, hidden: int) -> tuple[Array, tuple]:
+def _channels_input(params, x: Array, hidden: int, dtype=None) -> tuple[Array, tuple]:
     """``u = x w_in`` (or ``x`` when ``w_in`` is None), checked; returns ``(u, batch)``."""
     if params.w_in is None:
         batch = _check_x(x, hidden, "the hidden size, as params.w_in is None")
         return x, batch
     _check_matrix("params.w_in", params.w_in, None, hidden, f"H = {hidden}")
     batch = _check_x(x, params.w_in.shape[0], "params.w_in")
-    return x @ params.w_in, batch
+    return matmul(x, params.w_in, dtype), batch
 
 
 def _check_state(name: str, carry: Any, expected: tuple, shown: tuple, *, complex_: bool = False) -> None:
@@ -241,20 +241,20 @@ def _lru_lambda(params: LRUParams) -> Array:
     return jnp.exp(jax.lax.complex(-jnp.exp(params.nu_log.astype(f)), jnp.exp(params.theta_log.astype(f))))
 
 
-def _lru_input(params: LRUParams, x: Array) -> Array:
+def _lru_input(params: LRUParams, x: Array, dtype=None) -> Array:
     """``γ ⊙ (x B)``, ``[*, N]`` complex."""
     gamma = jnp.exp(params.gamma_log)
-    re, im = gamma * (x @ params.b_re), gamma * (x @ params.b_im)
+    re, im = gamma * matmul(x, params.b_re, dtype), gamma * matmul(x, params.b_im, dtype)
     f = jnp.promote_types(re.dtype, jnp.float32)
     return jax.lax.complex(re.astype(f), im.astype(f))
 
 
-def _lru_output(params: LRUParams, h: Array, x: Array) -> Array:
+def _lru_output(params: LRUParams, h: Array, x: Array, dtype=None) -> Array:
     """``Re(h C) + x D`` with ``C = c_re + i c_im``."""
-    return h.real @ params.c_re - h.imag @ params.c_im + x @ params.d
+    return matmul(h.real, params.c_re, dtype) - matmul(h.imag, params.c_im, dtype) + matmul(x, params.d, dtype)
 
 
-def lru_step(params: LRUParams, h: Array, x: Array):
+def lru_step(params: LRUParams, h: Array, x: Array, *, dtype=None):
     """Linear Recurrent Unit step: a diagonal complex linear recurrence and a real readout.
 
     ::
@@ -279,12 +279,12 @@ def lru_step(params: LRUParams, h: Array, x: Array):
     ((2, 4), dtype('complex64'), (2, 5))
     """
     _check_lru(params, h, x)
-    h_new = (_lru_lambda(params) * h + _lru_input(params, x)).astype(h.dtype)
-    return h_new, _lru_output(params, h_new, x).astype(_real_dtype(h.dtype))
+    h_new = (_lru_lambda(params) * h + _lru_input(params, x, dtype)).astype(h.dtype)
+    return h_new, _lru_output(params, h_new, x, dtype).astype(_real_dtype(h.dtype))
 
 
 def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | None = None, reverse: bool = False,
-                 *, resets: Array | None = None):
+                 *, resets: Array | None = None, dtype=None):
     """``lru_step`` over a whole sequence as one complex associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(lru_step, params, carry, xs, lengths=lengths,
@@ -300,22 +300,22 @@ def lru_parallel(params: LRUParams, carry: Array, xs: Array, lengths: Array | No
     """
     resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_lru(params, carry, xs[0])
-    return _lru_parallel(params, carry, xs, lengths, reverse, resets)
+    return _lru_parallel(params, carry, xs, lengths, reverse, resets, dtype)
 
 
 # The whole-sequence forms are compiled as one computation even when called eagerly (op by op,
 # the associative scan's O(log T) levels each dispatch several small computations); under an
 # outer jit they are inlined.
-@partial(jax.jit, static_argnums=4)
-def _lru_parallel(params, carry, xs, lengths, reverse, resets):
+@partial(jax.jit, static_argnums=(4, 6))
+def _lru_parallel(params, carry, xs, lengths, reverse, resets, dtype):
     lam = _lru_lambda(params)
 
     def coeffs(xs):
-        b = _lru_input(params, xs)
+        b = _lru_input(params, xs, dtype)
         return jnp.broadcast_to(lam, b.shape), b, xs
 
     def output(hs, xs):
-        return _lru_output(params, hs.astype(carry.dtype), xs).astype(_real_dtype(carry.dtype))
+        return _lru_output(params, hs.astype(carry.dtype), xs, dtype).astype(_real_dtype(carry.dtype))
 
     return _diag_parallel(coeffs, output, carry, xs, lengths, reverse, resets)
 
@@ -329,6 +329,7 @@ def lru(
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     param_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """Linear Recurrent Unit (LRU) cell; see ``lru_step``.
 
@@ -350,12 +351,16 @@ def lru(
       max_phase: initial phases are in ``[0, max_phase]`` (default ``2π``).
       param_dtype: how the (real) params are stored; the carry is complex64 (complex128 for
         float64 params).
+      dtype: the dtype of the products with weights (None: their operands as they are); with
+        ``jnp.bfloat16`` each is ``bf16 x bf16`` accumulated in float32, backward too (see
+        ``rnnjax.cells.matmul``), while the recurrence (the complex ``λ ⊙ h``) stays in float32.
 
     >>> cell = lru(8, 16, state_size=32, r_min=0.9, r_max=0.999)
     >>> lam = jnp.exp(-jnp.exp(cell.init(jax.random.key(0)).nu_log))  # |λ|
     >>> bool((lam >= 0.9).all() and (lam <= 0.999).all())
     True
     """
+    step = precision_step(lru_step, param_dtype, dtype, jnp.float32)
     dtype = _param_dtype(param_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     n = hidden_size if state_size is None else state_size
@@ -395,7 +400,7 @@ def lru(
     def initial_carry(batch_shape=()):
         return jnp.zeros(check_batch_shape(batch_shape) + (n,), carry_dtype)
 
-    return Cell(init, initial_carry, lru_step)
+    return Cell(init, initial_carry, step)
 
 
 # ---------------------------------------------------------------------------------- RG-LRU
@@ -403,7 +408,7 @@ def lru(
 _RG_LRU_C = 8.0  # the paper's fixed constant c in a_t = a^(c r_t)
 
 
-def _check_rg_lru(params: RGLRUParams, h: Any, x: Any) -> tuple[Array, tuple]:
+def _check_rg_lru(params: RGLRUParams, h: Any, x: Any, dtype=None) -> tuple[Array, tuple]:
     _check_params_type(params, RGLRUParams)
     check_float("params.lam", params.lam)
     if params.lam.ndim != 1:
@@ -413,21 +418,21 @@ def _check_rg_lru(params: RGLRUParams, h: Any, x: Any) -> tuple[Array, tuple]:
         _check_matrix(f"params.{name}", getattr(params, name), hid, hid, f"H = {hid} from params.lam")
     for name in ("b_a", "b_x"):
         check_shape(f"params.{name}", getattr(params, name), (hid,))
-    u, batch = _channels_input(params, x, hid)
+    u, batch = _channels_input(params, x, hid, dtype)
     _check_state("carry", h, batch + (hid,), (*batch, hid))
     return u, batch
 
 
-def _rg_lru_coeffs(params: RGLRUParams, u: Array):
+def _rg_lru_coeffs(params: RGLRUParams, u: Array, dtype=None):
     """``(a_t, b_t)`` of ``h_t = a_t ⊙ h_{t-1} + b_t``."""
-    r = jax.nn.sigmoid(u @ params.w_a + params.b_a)  # recurrence gate
-    i = jax.nn.sigmoid(u @ params.w_x + params.b_x)  # input gate
+    r = jax.nn.sigmoid(matmul(u, params.w_a, dtype) + params.b_a)  # recurrence gate
+    i = jax.nn.sigmoid(matmul(u, params.w_x, dtype) + params.b_x)  # input gate
     log_a = -_RG_LRU_C * r * jax.nn.softplus(-params.lam)  # c r log σ(Λ)
     a = jnp.exp(log_a)
     return a, jnp.sqrt(-jnp.expm1(2.0 * log_a)) * (i * u)  # sqrt(1 - a²) (i ⊙ u)
 
 
-def rg_lru_step(params: RGLRUParams, h: Array, x: Array):
+def rg_lru_step(params: RGLRUParams, h: Array, x: Array, *, dtype=None):
     """Real-Gated Linear Recurrent Unit (Hawk/Griffin) step.
 
     ::
@@ -452,14 +457,14 @@ def rg_lru_step(params: RGLRUParams, h: Array, x: Array):
     >>> y.shape
     (2, 5)
     """
-    u, _ = _check_rg_lru(params, h, x)
-    a, b = _rg_lru_coeffs(params, u)
+    u, _ = _check_rg_lru(params, h, x, dtype)
+    a, b = _rg_lru_coeffs(params, u, dtype)
     h_new = (a * h + b).astype(h.dtype)
     return h_new, h_new
 
 
 def rg_lru_parallel(params: RGLRUParams, carry: Array, xs: Array, lengths: Array | None = None,
-                    reverse: bool = False, *, resets: Array | None = None):
+                    reverse: bool = False, *, resets: Array | None = None, dtype=None):
     """``rg_lru_step`` over a whole sequence as one associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(rg_lru_step, params, carry, xs,
@@ -473,14 +478,14 @@ def rg_lru_parallel(params: RGLRUParams, carry: Array, xs: Array, lengths: Array
     """
     resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_rg_lru(params, carry, xs[0])
-    return _rg_lru_parallel(params, carry, xs, lengths, reverse, resets)
+    return _rg_lru_parallel(params, carry, xs, lengths, reverse, resets, dtype)
 
 
-@partial(jax.jit, static_argnums=4)
-def _rg_lru_parallel(params, carry, xs, lengths, reverse, resets):
+@partial(jax.jit, static_argnums=(4, 6))
+def _rg_lru_parallel(params, carry, xs, lengths, reverse, resets, dtype):
     def coeffs(xs):
-        u, _ = _channels_input(params, xs, params.lam.shape[0])
-        a, b = _rg_lru_coeffs(params, u)
+        u, _ = _channels_input(params, xs, params.lam.shape[0], dtype)
+        a, b = _rg_lru_coeffs(params, u, dtype)
         return a, b, None
 
     return _diag_parallel(coeffs, lambda hs, _: hs.astype(carry.dtype), carry, xs, lengths, reverse, resets)
@@ -516,6 +521,7 @@ def rg_lru(
     input_projection: bool | None = None,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """RG-LRU cell (the recurrence of Hawk and Griffin); see ``rg_lru_step``.
 
@@ -529,12 +535,17 @@ def rg_lru(
       hidden_size: ``H`` (the width of the recurrence and the size of ``y``).
       a_min, a_max: range of the initial ``a^c``, ``0 < a_min < a_max < 1``.
       input_projection: add ``w_in [I, H]``; default: only when ``I != H``.
+      param_dtype, carry_dtype: how the params and the state are stored (float32 by default).
+      dtype: the dtype of the products with weights (None: their operands as they are); with
+        ``jnp.bfloat16`` each is ``bf16 x bf16`` accumulated in float32, backward too (see
+        ``rnnjax.cells.matmul``), while the recurrence (decays, gates, state) stays in float32.
 
     >>> cell = rg_lru(8, 8)
     >>> lam = cell.init(jax.random.key(0)).lam
     >>> bool((jax.nn.sigmoid(lam) ** 8 >= 0.9 - 1e-6).all())
     True
     """
+    step = precision_step(rg_lru_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size)
     for name, v in (("a_min", a_min), ("a_max", a_max)):
@@ -561,13 +572,13 @@ def rg_lru(
     def initial_carry(batch_shape=()):
         return jnp.zeros(check_batch_shape(batch_shape) + (hidden_size,), carry_dtype)
 
-    return Cell(init, initial_carry, rg_lru_step)
+    return Cell(init, initial_carry, step)
 
 
 # ------------------------------------------------------------------------ selective SSM (S6)
 
 
-def _check_ssm(params: SelectiveSSMParams, h: Any, x: Any) -> tuple[Array, tuple]:
+def _check_ssm(params: SelectiveSSMParams, h: Any, x: Any, dtype=None) -> tuple[Array, tuple]:
     _check_params_type(params, SelectiveSSMParams)
     check_float("params.a_log", params.a_log)
     if params.a_log.ndim != 2:
@@ -580,16 +591,16 @@ def _check_ssm(params: SelectiveSSMParams, h: Any, x: Any) -> tuple[Array, tuple
     check_shape("params.w_b", params.w_b, (hid, n))
     check_shape("params.w_c", params.w_c, (hid, n))
     check_shape("params.d", params.d, (hid,))
-    u, batch = _channels_input(params, x, hid)
+    u, batch = _channels_input(params, x, hid, dtype)
     _check_state("carry", h, batch + (hid, n), (*batch, hid, n))
     return u, batch
 
 
-def _ssm_terms(params: SelectiveSSMParams, u: Array):
+def _ssm_terms(params: SelectiveSSMParams, u: Array, dtype=None):
     """Discretised ``(Ā, B̄ u, C)`` of one or many steps: ``[*, H, N]``, ``[*, H, N]``, ``[*, N]``."""
-    delta = jax.nn.softplus(u @ params.w_delta @ params.w_dt + params.b_dt)  # [*, H]
-    b = u @ params.w_b  # [*, N]
-    c = u @ params.w_c  # [*, N]
+    delta = jax.nn.softplus(matmul(matmul(u, params.w_delta, dtype), params.w_dt, dtype) + params.b_dt)  # [*, H]
+    b = matmul(u, params.w_b, dtype)  # [*, N]
+    c = matmul(u, params.w_c, dtype)  # [*, N]
     a = -jnp.exp(params.a_log)  # [H, N]
     da = delta[..., None] * a  # [*, H, N]
     # zero-order hold: Ā = exp(ΔA), B̄ = (ΔA)⁻¹(exp(ΔA) - 1) ΔB = expm1(ΔA)/A · B (A diagonal)
@@ -601,7 +612,7 @@ def _ssm_output(params: SelectiveSSMParams, h: Array, c: Array, u: Array) -> Arr
     return jnp.einsum("...hn,...n->...h", h, c) + params.d * u
 
 
-def selective_ssm_step(params: SelectiveSSMParams, h: Array, x: Array):
+def selective_ssm_step(params: SelectiveSSMParams, h: Array, x: Array, *, dtype=None):
     """Selective state-space step (S6, the recurrence of Mamba), H channels of N states each.
 
     ::
@@ -630,14 +641,14 @@ def selective_ssm_step(params: SelectiveSSMParams, h: Array, x: Array):
     >>> h.shape, y.shape
     ((2, 4, 3), (2, 4))
     """
-    u, _ = _check_ssm(params, h, x)
-    a_bar, bu, c = _ssm_terms(params, u)
+    u, _ = _check_ssm(params, h, x, dtype)
+    a_bar, bu, c = _ssm_terms(params, u, dtype)
     h_new = (a_bar * h + bu).astype(h.dtype)
     return h_new, _ssm_output(params, h_new, c, u).astype(h.dtype)
 
 
 def selective_ssm_parallel(params: SelectiveSSMParams, carry: Array, xs: Array, lengths: Array | None = None,
-                           reverse: bool = False, *, resets: Array | None = None):
+                           reverse: bool = False, *, resets: Array | None = None, dtype=None):
     """``selective_ssm_step`` over a whole sequence as one associative scan (depth O(log T)).
 
     Same arguments and results as ``rnnjax.scan(selective_ssm_step, params, carry, xs,
@@ -653,14 +664,14 @@ def selective_ssm_parallel(params: SelectiveSSMParams, carry: Array, xs: Array, 
     """
     resets = _check_seq_args(xs, lengths, reverse, resets)
     _check_ssm(params, carry, xs[0])
-    return _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets)
+    return _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets, dtype)
 
 
-@partial(jax.jit, static_argnums=4)
-def _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets):
+@partial(jax.jit, static_argnums=(4, 6))
+def _selective_ssm_parallel(params, carry, xs, lengths, reverse, resets, dtype):
     def coeffs(xs):
-        u, _ = _channels_input(params, xs, params.a_log.shape[0])
-        a_bar, bu, c = _ssm_terms(params, u)
+        u, _ = _channels_input(params, xs, params.a_log.shape[0], dtype)
+        a_bar, bu, c = _ssm_terms(params, u, dtype)
         return a_bar, bu, (c, u)
 
     def output(hs, aux):
@@ -682,6 +693,7 @@ def selective_ssm(
     input_projection: bool | None = None,
     param_dtype=jnp.float32,
     carry_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """Selective SSM (S6) cell; see ``selective_ssm_step``.
 
@@ -700,11 +712,16 @@ def selective_ssm(
         ``ceil(d_model / 16)`` with ``d_model = H / expand``).
       dt_min, dt_max, dt_init_floor: range of the initial ``Δ`` (Mamba's defaults).
       input_projection: add ``w_in [I, H]``; default: only when ``I != H``.
+      param_dtype, carry_dtype: how the params and the state are stored (float32 by default).
+      dtype: the dtype of the products with weights (None: their operands as they are); with
+        ``jnp.bfloat16`` each is ``bf16 x bf16`` accumulated in float32, backward too (see
+        ``rnnjax.cells.matmul``), while the recurrence (``Δ``'s softplus, the discretisation, the state and its readout ``h C``) stays in float32.
 
     >>> cell = selective_ssm(4, 8, state_size=16)
     >>> -jnp.exp(cell.init(jax.random.key(0)).a_log)[0, :4]
     Array([-1., -2., -3., -4.], dtype=float32)
     """
+    step = precision_step(selective_ssm_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     check_sizes(input_size=input_size, hidden_size=hidden_size, state_size=state_size)
     rank = math.ceil(hidden_size / 16) if dt_rank is None else dt_rank
@@ -740,7 +757,7 @@ def selective_ssm(
     def initial_carry(batch_shape=()):
         return jnp.zeros(check_batch_shape(batch_shape) + (hid, n), carry_dtype)
 
-    return Cell(init, initial_carry, selective_ssm_step)
+    return Cell(init, initial_carry, step)
 
 
 PARALLEL = {lru_step: lru_parallel, rg_lru_step: rg_lru_parallel, selective_ssm_step: selective_ssm_parallel}

@@ -135,6 +135,14 @@ POLICY = {
     "slstm": (lambda i, h, **kw: rj.slstm(i, h, num_heads=2, **kw), 0),
     "conv_gru": (lambda i, h, **kw: rj.conv_gru(i, h, kernel_size=(3,), **kw), 0),
     "conv_lstm": (lambda i, h, **kw: rj.conv_lstm(i, h, kernel_size=(3,), **kw), 0),
+    # gated linear recurrences and the blocks (S6's readout h C and the mLSTM block's C q are
+    # contractions of the state with data, in the carry's precision)
+    "lru": (lambda i, h, **kw: rj.lru(i, h, state_size=4, **kw), 0), "rg_lru": (rj.rg_lru, 0),
+    "selective_ssm": (lambda i, h, **kw: rj.selective_ssm(i, h, state_size=4, **kw), 3),
+    "mamba_block": (lambda i, h, **kw: rj.mamba_block(i, state_size=4, **kw), 3),
+    "hawk_block": (lambda i, h, **kw: rj.hawk_block(i, **kw), 0),
+    "mlstm_block": (lambda i, h, **kw: rj.mlstm_block(i, num_heads=2, **kw), 3),
+    "slstm_block": (lambda i, h, **kw: rj.slstm_block(i, num_heads=2, **kw), 0),
     # the fused cells' plain loops (impl="loop")
     "lstm (loop)": (rj.lstm, 0), "gru (loop)": (rj.gru, 0), "elman (loop)": (rj.elman, 0),
 }
@@ -189,3 +197,20 @@ def test_policy_products_have_forward_mode_and_second_order():
     hvp = jax.grad(lambda p: jnp.vdot(jax.tree.leaves(jax.grad(lambda q: jnp.sum(out(c16, q) ** 2))(p))[0],
                                       jax.tree.leaves(tangent)[0]))(params)
     assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(hvp))
+
+
+@pytest.mark.parametrize("name", ["lru", "rg_lru", "selective_ssm", "mamba_block", "hawk_block", "mlstm_block"])
+def test_parallel_forms_take_the_policy_and_equal_the_loop(name):
+    factory = POLICY[name][0]
+    cell = factory(I, I, dtype=jnp.bfloat16)
+    params = jax.jit(cell.init)(jax.random.key(0))
+    xs, lengths = jax.random.normal(jax.random.key(1), (T, B, I)), LENGTHS
+    par = jax.jit(lambda p: rj.rnn(cell, parallel=True).apply(p, xs, lengths=lengths))(params)
+    loop = jax.jit(lambda p: rj.rnn(cell).apply(p, xs, lengths=lengths))(params)
+    f32 = jax.jit(lambda p: rj.rnn(factory(I, I)).apply(p, xs, lengths=lengths))(params)
+    scale = float(jnp.abs(f32[1]).max())
+    np.testing.assert_allclose(par[1], loop[1], atol=1e-4 * scale, rtol=0)
+    assert par[1].dtype == jnp.float32
+    assert 0 < float(jnp.abs(loop[1] - f32[1]).max()) <= 3e-2 * scale  # bf16 changed something, within round-off
+    hlo = jax.jit(lambda p: rj.rnn(cell, parallel=True).apply(p, xs)[1]).lower(params).as_text()
+    assert any(d[:2] == ("bf16>", "bf16>") for d in _dots(hlo))
