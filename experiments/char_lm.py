@@ -489,8 +489,9 @@ def main(argv=None) -> dict:
         if ckpt.latest_step is not None:
             print(f"resuming from the checkpoint at step {ckpt.latest_step} in {out / 'checkpoints'}")
         start = ckpt.latest_step or 0
+        # a progress bar with the running loss, also when the output goes to a file or a pipe
         state = rj.fit(train_step, state, rj.chunk_stream(stream, args.bptt), args.steps, checkpoints=ckpt,
-                       save_every=args.ckpt_every, log=log, callback=every_step)
+                       save_every=args.ckpt_every, log=log, callback=every_step, progress=True)
     seconds = time.time() - t_train - eval_seconds[0]  # training only (compilation included)
     log.close()
     tokens = (int(state.step) - start) * args.batch * args.bptt

@@ -31,7 +31,9 @@ _FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
 def progress_bar(total: int, *, initial: int = 0, desc: str | None = None, enabled: bool | None = None) -> tqdm.tqdm:
     """A tqdm progress bar over ``total`` steps (it shows steps/s; add the loss with ``set_postfix``).
 
-    ``enabled=None`` shows it only when stderr is a terminal, so tests and logs stay clean.
+    ``enabled=None`` shows it only when stderr is a terminal, so tests and logs stay clean;
+    ``enabled=True`` shows it anyway, redrawn at most every 10 s when stderr is not a terminal
+    (a log file or a pipe gets a line every 10 s, not one per step).
 
     >>> bar = progress_bar(100, initial=10)   # silent here: not a terminal
     >>> bar.disable
@@ -40,9 +42,11 @@ def progress_bar(total: int, *, initial: int = 0, desc: str | None = None, enabl
     """
     if not isinstance(total, int) or isinstance(total, bool) or total < 0:
         raise ValueError(f"total: expected a non-negative int, got {total!r}")
+    terminal = sys.stderr.isatty()
     if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not enabled, unit="step", dynamic_ncols=True)
+        enabled = terminal
+    return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not enabled, unit="step", dynamic_ncols=True,
+                     mininterval=0.1 if terminal else 10.0)
 
 
 def _scalar(name: str, value: Any) -> int | float:

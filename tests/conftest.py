@@ -11,6 +11,19 @@ from tests import reference as ref
 # tests/_*.py are scripts the tests run in subprocesses (some act at import): not test modules
 collect_ignore_glob = ["_*.py"]
 
+# The second tier (``pytest -m slow``; the README's first test command runs ``-m "not slow"``):
+# whole files that build the documentation, start processes, kill and resume runs, or train the
+# experiments' and benchmarks' smoke runs. Other slow tests carry ``@pytest.mark.slow``.
+SLOW_FILES = {"test_docs.py", "test_data_safety.py", "test_multiprocess.py", "test_distributed.py"}
+SLOW_PREFIXES = ("test_exp_", "test_bench_")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name in SLOW_FILES or name.startswith(SLOW_PREFIXES):
+            item.add_marker(pytest.mark.slow)
+
 # name -> (factory, step, NumPy reference, carry is LSTMState)
 CELLS = {
     "elman": (rj.elman, rj.elman_step, ref.elman, False),

@@ -111,6 +111,7 @@ def run_script(directory, steps, out, *extra):
     return proc.returncode, proc.stdout.split("\n")[:-1]
 
 
+@pytest.mark.slow  # kills and resumes a training process
 def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     steps = 20
 

@@ -1,6 +1,6 @@
 """Data-parallel training across processes: 2 processes on 127.0.0.1 with 2 CPU devices each.
 
-``_multiprocess_script.py`` is the program of the README's multi-process recipe, run here as a
+``_multiprocess_script.py`` is the program of the training guide's multi-process recipe, run here as a
 reader would run it (one process per process id, gloo collectives). Its checkpoints are read
 back in this process and compared with the same training run here on one device.
 """
@@ -188,9 +188,9 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path, cache):
         np.testing.assert_array_equal(x, y)
 
 
-def test_readme_recipe_is_the_script_that_runs():
-    readme = (ROOT / "README.md").read_text()
-    assert SCRIPT.read_text() in readme, "README.md must show tests/_multiprocess_script.py verbatim"
+def test_guide_recipe_is_the_script_that_runs():
+    guide = (ROOT / "docs" / "guides" / "training.md").read_text()
+    assert SCRIPT.read_text() in guide, "docs/guides/training.md must show tests/_multiprocess_script.py verbatim"
 
 
 # What each process of a launch checks of data_mesh, shard_batch and replicate across processes.
