@@ -327,13 +327,55 @@ def check_xs(xs: Any, *, name: str = "xs", floating: bool = False) -> None:
         raise ValueError(f"{name}: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}")
 
 
+def is_sequence_tree(xs: Any) -> bool:
+    """Whether ``xs`` is a pytree of sequences (a dict, tuple, ... of arrays) rather than one array."""
+    return not hasattr(xs, "shape")
+
+
+def check_xs_tree(xs: Any, *, floating: bool = False) -> Any:
+    """``xs`` as one array or a pytree of arrays, each leaf ``[T, *batch, ...]`` with the same
+    ``T >= 1``; returns the first leaf (whose ``[T, *batch, F]`` gives the batch axes when no
+    ``lengths`` or ``resets`` do)."""
+    if not is_sequence_tree(xs):
+        check_xs(xs, floating=floating)
+        return xs
+    leaves = jax.tree_util.tree_flatten_with_path(xs)[0]
+    if not leaves:
+        raise ValueError("xs: expected an array [T, *batch, I] or a pytree of them, got no arrays")
+    if not all(hasattr(leaf, "shape") for _, leaf in leaves):  # nested lists of numbers: not arrays
+        check_xs(xs, floating=floating)
+    for path, leaf in leaves:
+        check_xs(leaf, name=f"xs{jax.tree_util.keystr(path)}", floating=floating)
+        if leaf.shape[0] != leaves[0][1].shape[0]:
+            raise ValueError(
+                f"xs{jax.tree_util.keystr(path)}: expected {leaves[0][1].shape[0]} time steps like "
+                f"xs{jax.tree_util.keystr(leaves[0][0])} (every leaf [T, *batch, ...]), got shape {tuple(leaf.shape)}"
+            )
+    return leaves[0][1]
+
+
+def check_tree_batch(xs: Any, batch: tuple, what: str) -> None:
+    """Every leaf of a pytree ``xs`` has the batch axes ``batch`` (those of ``lengths``/``resets``)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(xs)[0]:
+        if tuple(leaf.shape[1 : 1 + len(batch)]) != batch:
+            raise ValueError(
+                f"xs{jax.tree_util.keystr(path)}: expected shape [T, {', '.join(map(str, batch))}, ...] (the batch "
+                f"axes of {what}), got {tuple(leaf.shape)}"
+            )
+
+
+def _shapes(xs: Any) -> Any:
+    return tuple(xs.shape) if not is_sequence_tree(xs) else jax.tree_util.tree_map(lambda a: tuple(a.shape), xs)
+
+
 def check_step_output(step, params, carry, xs, batch: tuple | None):
     """Trace one step abstractly; check the carry comes back unchanged in shape and dtype."""
     try:
-        out = jax.eval_shape(step, params, carry, xs[0])
+        out = jax.eval_shape(step, params, carry, jax.tree_util.tree_map(lambda a: a[0], xs))
     except (ValueError, TypeError) as e:
-        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {tuple(xs.shape)}: xs is time-major "
-                   f"[T, *batch, I], so T = {xs.shape[0]} and *batch = {tuple(xs.shape[1:-1])})")
+        ref = jax.tree_util.tree_leaves(xs)[0]
+        e.add_note(f"(raised by step(params, carry, xs[0]) with xs of shape {_shapes(xs)}: xs is time-major "
+                   f"[T, *batch, I], so T = {ref.shape[0]} and *batch = {tuple(ref.shape[1:-1])})")
         raise
     if not (isinstance(out, tuple) and len(out) == 2):
         if isinstance(out, tuple):
@@ -357,7 +399,7 @@ def check_step_output(step, params, carry, xs, batch: tuple | None):
             raise ValueError(
                 f"carry{jax.tree_util.keystr(path)}: step returned shape {b.shape} {b.dtype} for a "
                 f"carry of shape {a_shape} {a_dtype}; they must match (check the carry's batch "
-                f"shape against xs {tuple(xs.shape)} and its dtype)"
+                f"shape against xs {_shapes(xs)} and its dtype)"
             )
     if batch is not None:
         n = len(batch)

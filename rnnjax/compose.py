@@ -59,7 +59,9 @@ from rnnjax._checks import (
     check_step_output,
     check_unroll,
     check_xs,
+    check_xs_tree,
     fresh_steps,
+    is_sequence_tree,
     resets_time_major,
     steps_mask,
     time_to,
@@ -67,7 +69,7 @@ from rnnjax._checks import (
 from rnnjax.cells import Cell, glorot_uniform
 from rnnjax.learned_state import LearnedStateCarry
 from rnnjax.packing import segment_pool
-from rnnjax.scan import flip_sequences, scan
+from rnnjax.scan import flip_sequences, scan, to_time_major
 
 Array = jax.Array
 
@@ -180,8 +182,8 @@ def _batch_major(apply: Callable, time_major: bool) -> Callable:
         return apply
 
     def batch_major_apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
-        axis = batch_major_axis(xs, lengths, resets=resets)
-        carry, ys = apply(params, jnp.moveaxis(xs, axis, 0), lengths=lengths, carry=carry, train=train, key=key,
+        axis, xs = to_time_major(xs, lengths, resets)
+        carry, ys = apply(params, xs, lengths=lengths, carry=carry, train=train, key=key,
                           **_resets_kw(resets_time_major(resets)))
         return carry, time_to(ys, axis)
 
@@ -375,11 +377,14 @@ def rnn(cell: Cell, *, reverse: bool = False, recurrent_dropout: float = 0.0, pa
         takes_resets = "resets" in inspect.signature(parallel_fn).parameters
 
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
-        check_xs(xs, floating=True)
+        ref = check_xs_tree(xs, floating=True)  # xs, or the first leaf of a pytree of sequences
         check_bool("train", train)
         if carry is None:
-            carry = cell.initial_carry(tuple(xs.shape[1:-1]))
+            carry = cell.initial_carry(tuple(ref.shape[1:-1]))
         if parallel_fn is not None:
+            if is_sequence_tree(xs):
+                raise ValueError("xs: the parallel forms take one array [T, *batch, I]; a pytree of sequences "
+                                 "runs on the step loop (parallel=False)")
             batch = tuple(xs.shape[1:-1])
             if lengths is not None:
                 lengths, batch = check_seq_lengths(lengths, xs)
@@ -496,12 +501,12 @@ def _as_model(layer: Cell | SeqModel, *, reverse: bool = False, recurrent_dropou
 
 
 def _check_apply_args(xs, lengths, train, key):
-    check_xs(xs, floating=True)
+    ref = check_xs_tree(xs, floating=True)
     check_bool("train", train)
     if key is not None:
         check_key(key)
     if lengths is not None:
-        lengths, _ = check_seq_lengths(lengths, xs)
+        lengths, _ = check_seq_lengths(lengths, ref)
     return lengths
 
 
@@ -569,7 +574,7 @@ def deep(
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
         lengths = _check_apply_args(xs, lengths, train, key)
         if resets is not None:
-            resets, _ = check_resets(resets, xs)
+            resets, _ = check_resets(resets, jax.tree_util.tree_leaves(xs)[0])
         params = _check_tuple("params", params, n)
         carries = (None,) * n if carry is None else _check_tuple("carry", carry, n)
         if train and rate > 0.0 and n > 1:
@@ -677,7 +682,7 @@ def bidirectional(
     def apply(params, xs, *, lengths=None, carry=None, train=False, key=None, resets=None):
         lengths = _check_apply_args(xs, lengths, train, key)
         if resets is not None:
-            resets, _ = check_resets(resets, xs)
+            resets, _ = check_resets(resets, jax.tree_util.tree_leaves(xs)[0])
         if not isinstance(params, BiParams):
             raise TypeError(f"params: expected BiParams(fwd, bwd), got {type(params).__name__}")
         if carry is None:
@@ -697,7 +702,8 @@ def bidirectional(
                 # they start where the originals end (the reverse loop's reset steps, flipped).
                 flipped = None
                 if resets is not None:
-                    flipped = flip_sequences(fresh_steps(resets, lengths, xs.shape[0], True), lengths)
+                    num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+                    flipped = flip_sequences(fresh_steps(resets, lengths, num_steps, True), lengths)
                 c_b, ys_b = bwd_model.apply(params.bwd, flip_sequences(xs, lengths), lengths=lengths,
                                             carry=carry.bwd, train=train, key=k_b, **_resets_kw(flipped))
                 ys_b = flip_sequences(ys_b, lengths)

@@ -27,10 +27,12 @@ from rnnjax._checks import (
     check_resets,
     check_seq_lengths,
     check_step_output,
+    check_tree_batch,
     check_unroll,
-    check_xs,
+    check_xs_tree,
     flip_valid,
     fresh_steps,
+    is_sequence_tree,
     resets_time_major,
     time_to,
     where_batch,
@@ -59,7 +61,11 @@ def scan(
       step: ``step(params, carry, x) -> (carry, y)``, built-in or your own.
       params: the step's parameters.
       carry: initial carry (e.g. ``cell.initial_carry(batch_shape)``).
-      xs: ``[T, *batch, I]``, time-major.
+      xs: ``[T, *batch, I]``, time-major; or a pytree of such arrays (e.g. ``{"obs": [T, *batch,
+        O], "act": [T, *batch, A]}``, several feature streams), each leaf ``[T, *batch, ...]``
+        with the same ``T``, passed to the step as the same pytree of ``[*batch, ...]`` slices.
+        The batch axes are those of ``lengths`` (or ``resets``), else those of the first leaf
+        ``[T, *batch, F]``. Fused kernels take one array: a pytree runs the step loop.
       lengths: optional ``[*batch]`` ints in ``[0, T]``; positions ``t >= length`` are padding:
         there the carry is held and ``ys`` is zero, so the returned carry is each sequence's
         carry after its last valid step. Values are range-checked when concrete; under ``jit``
@@ -106,35 +112,39 @@ def scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, lengths, resets=resets)
-        carry, ys = scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
+        axis, xs = to_time_major(xs, lengths, resets)
+        carry, ys = scan(step, params, carry, xs, lengths=lengths, reverse=reverse,
                          unroll=unroll, resets=resets_time_major(resets), impl=impl)
         return carry, time_to(ys, axis)
-    check_xs(xs)
+    ref = check_xs_tree(xs)
     check_bool("reverse", reverse)
     check_unroll(unroll)
     fused = check_impl(impl)
     batch = None
     if lengths is not None:
-        lengths, batch = check_seq_lengths(lengths, xs)
+        lengths, batch = check_seq_lengths(lengths, ref)
+        check_tree_batch(xs, batch, "lengths")
     if resets is not None:
-        resets, reset_batch = check_resets(resets, xs)
+        resets, reset_batch = check_resets(resets, ref)
+        check_tree_batch(xs, reset_batch, "resets")
         check_carry_batch(carry, reset_batch)
         if batch is None or len(reset_batch) > len(batch):
             batch = reset_batch
 
-    _registry.check_inputs(step, params, xs)
+    if not is_sequence_tree(xs):
+        _registry.check_inputs(step, params, xs)
     check_step_output(step, params, carry, xs, batch)
-    return _loop(step, params, carry, xs, lengths, fresh_steps(resets, lengths, xs.shape[0], reverse), reverse,
+    return _loop(step, params, carry, xs, lengths, fresh_steps(resets, lengths, ref.shape[0], reverse), reverse,
                  unroll, fused)
 
 
 def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll, fused=True):
     """The time loop on checked arguments; ``fresh`` from ``fresh_steps`` (or None); ``fused``:
     whether a registered fused kernel may run."""
-    num_steps, batch = xs.shape[0], tuple(xs.shape[1:-1])
-    kernel = _registry.fused_kernel(step, params, carry) if fused else None
+    kernel = _registry.fused_kernel(step, params, carry) if fused and not is_sequence_tree(xs) else None
+    num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if kernel is not None:
+        batch = tuple(xs.shape[1:-1])
         if lengths is not None:  # the kernels flatten every axis before the features into one
             lengths = broadcast_lengths(lengths, batch)
         if fresh is not None:
@@ -165,6 +175,19 @@ def _loop(step, params, carry, xs, lengths, fresh, reverse, unroll, fused=True):
     return lax.scan(masked, carry, (xs, jnp.arange(num_steps), fresh), reverse=reverse, unroll=unroll)
 
 
+def to_time_major(xs: Any, lengths: Any = None, resets: Any = None) -> tuple[int, Any]:
+    """Batch-major ``xs`` (an array or a pytree of arrays) moved to time-major; returns the time
+    axis it had and the moved ``xs``. Every leaf must have its time axis at the same place."""
+    axes = {batch_major_axis(leaf, lengths, resets=resets) for leaf in jax.tree_util.tree_leaves(xs)}
+    if len(axes) > 1:
+        raise ValueError(
+            f"xs: the leaves put their time axis at different places {sorted(axes)} (batch-major, the time "
+            f"axis follows the batch axes); pass lengths or resets to name the batch axes"
+        )
+    axis = axes.pop() if axes else 0
+    return axis, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, axis, 0), xs)
+
+
 def flip_sequences(xs: Array, lengths: Array | None = None, *, time_major: bool = True) -> Array:
     """Reverse each sequence's valid prefix along time; padding stays where it is.
 
@@ -177,6 +200,8 @@ def flip_sequences(xs: Array, lengths: Array | None = None, *, time_major: bool 
            [1., 2.],
            [0., 3.]], dtype=float32)
     """
+    if is_sequence_tree(xs):  # a pytree of sequences: each leaf flipped alike
+        return jax.tree_util.tree_map(lambda a: flip_sequences(a, lengths, time_major=time_major), xs)
     if not check_bool("time_major", time_major):
         axis = batch_major_axis(xs, lengths)
         return jnp.moveaxis(flip_sequences(jnp.moveaxis(xs, axis, 0), lengths), 0, axis)
@@ -258,21 +283,22 @@ def truncated_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, resets=resets)
-        carry, ys = truncated_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), truncate=truncate,
+        axis, xs = to_time_major(xs, resets=resets)
+        carry, ys = truncated_scan(step, params, carry, xs, truncate=truncate,
                                    resets=resets_time_major(resets), reverse=reverse, unroll=unroll, impl=impl)
         return carry, time_to(ys, axis)
-    check_xs(xs)
+    ref = check_xs_tree(xs)
     check_int("truncate", truncate, allow_none=True)
     check_bool("reverse", reverse)
     check_unroll(unroll)
     fused = check_impl(impl)
-    num_steps = xs.shape[0]
+    num_steps = ref.shape[0]
     if resets is not None:
-        resets, batch = check_resets(resets, xs)
+        resets, batch = check_resets(resets, ref)
+        check_tree_batch(xs, batch, "resets")
         check_carry_batch(carry, batch)
     # rnnjax.scan checks the step against carry and xs (shapes, dtypes) without running it.
-    jax.eval_shape(partial(scan, step), params, carry, xs[:1])
+    jax.eval_shape(partial(scan, step), params, carry, jax.tree_util.tree_map(lambda a: a[:1], xs))
     inputs = (xs, fresh_steps(resets, None, num_steps, reverse))
 
     def run(c, chunk_inputs):  # each chunk is a scan: built-in cells take their fused kernels
@@ -359,20 +385,20 @@ def remat_scan(
     """
     _check_step(step)
     if not check_bool("time_major", time_major):
-        axis = batch_major_axis(xs, lengths, resets=resets)
-        carry, ys = remat_scan(step, params, carry, jnp.moveaxis(xs, axis, 0), lengths=lengths, reverse=reverse,
+        axis, xs = to_time_major(xs, lengths, resets)
+        carry, ys = remat_scan(step, params, carry, xs, lengths=lengths, reverse=reverse,
                                segment=segment, resets=resets_time_major(resets), unroll=unroll, impl=impl)
         return carry, time_to(ys, axis)
-    check_xs(xs)
+    ref = check_xs_tree(xs)
     check_int("segment", segment, allow_none=True)
     check_bool("reverse", reverse)
     check_unroll(unroll)
     fused = check_impl(impl)
-    num_steps = xs.shape[0]
+    num_steps = ref.shape[0]
     if lengths is not None:
-        lengths, _ = check_seq_lengths(lengths, xs)
+        lengths, _ = check_seq_lengths(lengths, ref)
     if resets is not None:
-        resets, _ = check_resets(resets, xs)
+        resets, _ = check_resets(resets, ref)
     # All of rnnjax.scan's checks, on the whole sequence, without running it.
     jax.eval_shape(partial(scan, step, lengths=lengths, reverse=reverse, resets=resets), params, carry, xs)
     fresh = fresh_steps(resets, lengths, num_steps, reverse)  # global: a boundary may fall on a segment's edge
@@ -381,15 +407,15 @@ def remat_scan(
     num_segments, rest = divmod(num_steps, k)
 
     def run(p, c, x, f, t0, prevent_cse=True):
-        seg_lengths = None if lengths is None else jnp.clip(lengths - t0, 0, x.shape[0])
+        seg_lengths = None if lengths is None else jnp.clip(lengths - t0, 0, jax.tree_util.tree_leaves(x)[0].shape[0])
 
         def run_segment(p, c, x, f, seg_lengths):
             return _loop(step, p, c, x, seg_lengths, f, reverse, unroll, fused)
 
         return jax.checkpoint(run_segment, prevent_cse=prevent_cse)(p, c, x, f, seg_lengths)
 
-    def split(a):
-        return None if a is None else a[: num_segments * k].reshape((num_segments, k) + a.shape[1:])
+    def split(tree):
+        return jax.tree_util.tree_map(lambda a: a[: num_segments * k].reshape((num_segments, k) + a.shape[1:]), tree)
 
     head, head_fresh = split(xs), split(fresh)
     starts = jnp.arange(num_segments) * k
@@ -405,7 +431,7 @@ def remat_scan(
 
     if not rest:
         return run_head(carry)
-    tail, tail_fresh = xs[num_segments * k :], None if fresh is None else fresh[num_segments * k :]
+    tail, tail_fresh = jax.tree_util.tree_map(lambda a: a[num_segments * k :], (xs, fresh))
     if reverse:  # the tail holds the last time steps: it runs first
         carry, ys_tail = run(params, carry, tail, tail_fresh, num_segments * k)
         carry, ys_head = run_head(carry)

@@ -414,6 +414,7 @@ def test_composes_with_deep_bidirectional_stack_and_greedy(name):
     np.testing.assert_array_equal(tokens, jnp.stack(expected))
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_steps_under_vmap_and_with_16_bit_params():
     """vmap of the batch-free step equals the batched step; bfloat16 params next to a float32
     carry keep the carry's dtype and stay close to the float32 result."""

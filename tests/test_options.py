@@ -362,6 +362,17 @@ def test_unroll_reaches_every_loop_and_composer():
             rj.remat_scan(cell.step, p, c0, xs, unroll=bad)
 
 
+def test_impl_loop_runs_the_plain_loop():
+    """The fast check; the next test compares values and gradients through every loop."""
+    cell = rj.lstm(3, 4)
+    p, xs = cell.init(jax.random.key(0)), jax.random.normal(jax.random.key(1), (5, 2, 3))
+    run = {impl: jax.jit(lambda x, impl=impl: rj.rnn(cell, impl=impl).apply(p, x)[1]) for impl in ("auto", "loop")}
+    text = {impl: str(fn.lower(xs).as_text()) + str(jax.make_jaxpr(fn)(xs)) for impl, fn in run.items()}
+    assert "custom_vjp_call" in text["auto"] and "custom_vjp_call" not in text["loop"]
+    np.testing.assert_allclose(run["loop"](xs), run["auto"](xs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # compiles values and gradients of 4 loops x 2 impls x 3 cells
 @pytest.mark.parametrize("make", [lambda: rj.lstm(3, 4), lambda: rj.gru(3, 4), lambda: rj.elman(3, 4)])
 def test_impl_loop_turns_the_fused_kernel_off_with_the_same_results(make):
     cell = make()
@@ -403,6 +414,7 @@ def test_impl_is_checked_and_excludes_parallel():
 # ------------------------------------------------------------- language_model(parallel=True)
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_language_model_parallel_equals_sequential_and_decodes_with_the_same_params():
     """A stack of a Mamba block (parallel form), an LSTM (none) and a Hawk block: the parallel
     apply equals the sequential one in logits and carries (lengths included), and decoding from

@@ -147,6 +147,7 @@ def test_scan_packed_equals_each_sequence_alone(name, reverse, seqs, packed):
     np.testing.assert_allclose(rj.unpack_sequences(g_packed[1], lay), g_alone[1], atol=1e-5)
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 @pytest.mark.parametrize("layout", ["cpu", "accelerator"])
 def test_fused_kernels_with_resets_in_both_layouts(layout, packed, monkeypatch):
     monkeypatch.setattr(_fused, "LAYOUT", layout)
@@ -232,6 +233,7 @@ def test_bad_resets_get_clear_errors(packed):
 # ------------------------------------------------------------------ the other time loops
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_truncated_and_remat_scans_with_resets_equal_scan(reverse, packed):
     cell = rj.lstm(I, H)
@@ -282,6 +284,7 @@ def test_truncated_scan_reverse_truncates_gradients_in_its_own_direction():
 # ------------------------------------------------------------------------------ composers
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_deep_bidirectional_packed_equals_each_sequence_alone(seqs, packed):
     """deep(bidirectional(...)) on packed rows; the second layer's backward direction is a
     SeqModel (so bidirectional flips the rows and their resets) — values and gradients, against
@@ -309,6 +312,7 @@ def test_deep_bidirectional_packed_equals_each_sequence_alone(seqs, packed):
     assert _tree_max_diff(g_packed, g_padded) < 2e-5
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_encoder_and_pooling_per_packed_sequence(seqs, packed):
     """A seq2seq-style encoder (embedding-free: a deep bidirectional model) summarises packed
     sequences one vector each with segment pooling, as each sequence alone with lengths would."""
@@ -359,6 +363,7 @@ PARALLEL = {"min_gru": rj.min_gru(I, H), "min_lstm": rj.min_lstm(I, H), "lru": r
             "mlstm": rj.mlstm(I, 8, num_heads=2)}
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 @pytest.mark.parametrize("name", list(PARALLEL))
 def test_parallel_forms_with_resets_equal_the_step_loop(name, packed):
     cell = PARALLEL[name]
@@ -392,6 +397,7 @@ def test_mlstm_chunkwise_resets_across_chunk_edges(packed):
             assert _tree_max_diff(got, want) < 2e-5, (reverse, chunk_size)
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_min_rnn_parallel_and_deer_with_resets(packed):
     args = dict(lengths=packed.lengths, resets=packed.resets)
     cell = rj.min_lstm(I, H)
@@ -420,6 +426,7 @@ def test_min_rnn_parallel_and_deer_with_resets(packed):
     assert _tree_max_diff(jax.jit(jax.grad(deer_loss))(params), jax.jit(jax.grad(scan_loss))(params)) < 1e-4
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 def test_seq2seq_encodes_packed_sources_one_state_per_source():
     """seq2seq.encode on packed rows: each source's memory, keys and lengths are those of the
     source encoded alone (in a padded batch), and greedy decoding from them agrees."""

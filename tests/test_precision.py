@@ -148,7 +148,8 @@ POLICY = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(POLICY))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("_block") else n
+                                  for n in sorted(POLICY)])  # the blocks compile slowly: the second tier
 def test_every_training_product_runs_in_bf16_forward_and_backward(name):
     factory, kept_f32 = POLICY[name]
     cell = factory(I, H, dtype=jnp.bfloat16)

@@ -103,6 +103,7 @@ def test_registered_parallel_form_equals_the_loop_and_numpy(reverse, packed):
         np.testing.assert_allclose(carry, final, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # compile-heavy: the second tier
 @pytest.mark.parametrize("reverse", [False, True])
 def test_registered_parallel_form_has_the_loops_gradients(reverse):
     def loss(run, params, h0):
