@@ -165,11 +165,19 @@ def test_guides_were_executed(site):
         "guides/distributed": "CpuDevice(id=1)",
         "guides/parallel_time": "max difference to the sequential loop",
         "guides/checkpoints": "resumed run equals the uninterrupted one: True",
+        "guides/unroll": "first layer equals the default: True",
+        "guides/training": "skipped 0",
+        "guides/modern_blocks": "parallel = step loop: True",
+        "guides/export": "equals the model: True",
+        "index": "in 300 steps",
     }
     for page, output in expected.items():
         text = (site / f"{page}.html").read_text()
         assert 'class="cell_output' in text, f"{page}: no cell outputs"
         assert output in text, f"{page}: the output {output!r} is missing"
+    # the front page shows its figure, drawn at build time
+    front = [url for tag, url in _parse((site / "index.html").read_text()).refs if tag == "img"]
+    assert front and all((site / url).is_file() and (site / url).stat().st_size > 5000 for url in front)
 
 
 def test_site_is_self_contained(site):
@@ -276,9 +284,11 @@ def test_ci_runs_the_readme_test_commands():
     section = readme[readme.index("## Run the tests") : readme.index("## Documentation")]
     commands = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
     assert len(commands) == 2 and "'.[dev,experiments,docs]'" in commands[0]
-    fast, slow = commands
+    fast = commands[0]
+    slow, isa = commands[1].splitlines()
     assert fast.endswith('pytest -q -n 2 -m "not slow"') and slow.endswith("pytest -q -n 2 -m slow")
+    assert isa.startswith("XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 ") and "tests/test_exp_*.py" in isa
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     install, _, pytest_fast = fast.rpartition(" && ")
-    assert install in ci and pytest_fast in ci and slow in ci
-    assert ci.index(install) < ci.index(pytest_fast) < ci.index(slow)
+    assert all(line in ci for line in (install, pytest_fast, slow, isa))
+    assert ci.index(install) < ci.index(pytest_fast) < ci.index(slow) < ci.index(isa)
