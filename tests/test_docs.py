@@ -228,7 +228,7 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHRO
 # page -> text that must be visible once the browser has rendered it (scripts run)
 RENDERED = {
     "index.html": ["Recurrent sequence models in JAX", "How-to guides", "API reference"],
-    "api/generated/rnnjax.scan.html": ["truncated_scan", "Run step over the time axis of xs",
+    "api/generated/loops.html": ["truncated_scan", "Run step over the time axis of xs",
                                        "PARAMETERS", "time_major"],
     "guides/parallel_time.html": ["Parallel-in-time evaluation", "DeerInfo(iterations=",
                                   "max difference to the sequential loop"],
