@@ -29,7 +29,7 @@ from rnnjax._checks import (
     check_shape,
     steps_mask,
 )
-from rnnjax.cells import Cell, check_precision, matmul, policy_step
+from rnnjax.cells import Cell, matmul, precision_step
 from rnnjax.linear_rnn import (
     RGLRUParams,
     SelectiveSSMParams,
@@ -254,12 +254,6 @@ def gated_mlp(params: GatedMLPParams, x: Array, dtype=None) -> Array:
 
 
 
-def _policy_block(step, param_dtype, dtype, carry_dtype):
-    """The block's step with its compute ``dtype`` bound (the three dtypes checked)."""
-    check_precision(param_dtype, dtype, carry_dtype)
-    return policy_step(step, dtype)
-
-
 def _param_dtype(param_dtype: Any, carry_dtype: Any) -> Any:
     check_dtype("param_dtype", param_dtype)
     check_dtype("carry_dtype", carry_dtype)
@@ -404,7 +398,7 @@ def mamba_block(
     >>> model.apply(model.init(jax.random.key(0)), jnp.ones((5, 2, 16)))[1].shape
     (5, 2, 16)
     """
-    step = _policy_block(mamba_block_step, param_dtype, dtype, carry_dtype)
+    step = precision_step(mamba_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expand", expand)
@@ -525,7 +519,7 @@ def hawk_block(
     >>> jax.eval_shape(block.init, jax.random.key(0)).mlp.w_up.shape
     (12, 36)
     """
-    step = _policy_block(hawk_block_step, param_dtype, dtype, carry_dtype)
+    step = precision_step(hawk_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     r = math.ceil(4 * d / 3) if rnn_width is None else check_int("rnn_width", rnn_width)
@@ -693,7 +687,7 @@ def mlstm_block(
     >>> jax.eval_shape(mlstm_block(16).init, jax.random.key(0)).w_i.shape   # [3E, heads]
     (96, 4)
     """
-    step = _policy_block(mlstm_block_step, param_dtype, dtype, carry_dtype)
+    step = precision_step(mlstm_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     e = d * check_int("expansion", expansion)
@@ -801,7 +795,7 @@ def slstm_block(
     >>> jax.eval_shape(slstm_block(12).init, jax.random.key(0)).mlp.w_up.shape
     (12, 16)
     """
-    step = _policy_block(slstm_block_step, param_dtype, dtype, carry_dtype)
+    step = precision_step(slstm_block_step, param_dtype, dtype, carry_dtype)
     dtype = _param_dtype(param_dtype, carry_dtype)
     d = check_int("d_model", d_model)
     k = check_int("conv_size", conv_size)
